@@ -1,0 +1,307 @@
+"""Settings from the environment: the agent's whole public configuration.
+
+Every variable has the prefix ``PHPFPM_AUTOSCALER_`` and, where it has one,
+its unit in the name. The README's table of variables is generated from the
+fields below (``phpfpm-autoscaler settings --markdown``), so the two cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from autoscaler.errors import ConfigError
+
+ENV_PREFIX = "PHPFPM_AUTOSCALER_"
+
+
+class Mode(StrEnum):
+    AUTO = "auto"  # decide and apply
+    RECOMMEND = "recommend"  # decide, log and publish; never touch php-fpm
+    OBSERVE = "observe"  # metrics only, no decisions
+
+
+class ReloadMethod(StrEnum):
+    SIGNAL = "signal"
+    SYSTEMD = "systemd"
+    SUPERVISOR = "supervisor"
+    COMMAND = "command"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class Settings(BaseSettings):
+    """Validated agent settings; see the README for the table of variables."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    status_urls: Annotated[list[str], NoDecode] = Field(
+        default=["tcp://127.0.0.1:9000/status"],
+        description=(
+            "Comma-separated status page URIs, one per pool: `tcp://HOST:PORT/PATH`, "
+            "`unix:///SOCKET;/PATH` or `http(s)://HOST/PATH`."
+        ),
+    )
+    mode: Mode = Field(
+        default=Mode.AUTO,
+        description="`auto` applies decisions, `recommend` only logs and publishes them, "
+        "`observe` publishes pool metrics only.",
+    )
+    override_file: Path | None = Field(
+        default=None,
+        description="Override file the agent owns; php-fpm must include it after every "
+        "other pool file. Required in `auto` mode.",
+    )
+    fpm_config_file: Path | None = Field(
+        default=None,
+        description="php-fpm's main configuration file. Default: taken from the master's "
+        "command line.",
+    )
+    fpm_binary: str | None = Field(
+        default=None,
+        description="php-fpm binary used for `php-fpm -t` before each reload. Default: "
+        "`php-fpm8.2`, `php-fpm` or the master's own binary, when found.",
+    )
+    poll_interval_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="Time between two polls of each status page."
+    )
+    poll_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Deadline of one status poll. Default: 80 % of the poll interval.",
+    )
+    slow_poll_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        description="A poll slower than this counts as a saturation hint (the status "
+        "request waited behind busy workers).",
+    )
+    min_children: int = Field(default=2, ge=1, description="Lowest `pm.max_children` to set.")
+    max_children: int = Field(
+        default=32, ge=1, description="Highest `pm.max_children` to set, whatever the demand."
+    )
+    target_utilization: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="Share of workers that should be busy at peak demand.",
+    )
+    tolerance_ratio: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="No change while desired/current is within 1 ± this ratio.",
+    )
+    decision_window_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Demand is the peak of the samples in this window.",
+    )
+    scale_down_stabilization_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Scale down only to the highest recommendation within this window.",
+    )
+    scale_down_max_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Largest share of workers removed by one scale-down.",
+    )
+    saturation_step_ratio: float = Field(
+        default=1.5,
+        gt=1,
+        description="On saturation (demand above the limit is invisible), multiply the "
+        "current limit by this, at least +1.",
+    )
+    min_reload_interval_seconds: float = Field(
+        default=30.0, ge=0, description="Minimum time between two reloads."
+    )
+    reload_method: ReloadMethod = Field(
+        default=ReloadMethod.SIGNAL,
+        description="How to reload php-fpm: `signal` (SIGUSR2 to the master), `systemd`, "
+        "`supervisor` or `command`.",
+    )
+    pid_file: Path | None = Field(
+        default=None,
+        description="php-fpm's PID file, used as a hint and checked against /proc.",
+    )
+    reload_verify_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long to wait for a new `start time` after a reload. The agent "
+        "waits at least php-fpm's `process_control_timeout` plus 5 s.",
+    )
+    metrics_address: str = Field(
+        default="0.0.0.0:9253",
+        description="HOST:PORT of the `/metrics` and `/healthz` listener.",
+    )
+    log_format: LogFormat = Field(default=LogFormat.JSON, description="`json` or `text`.")
+    log_level: str = Field(
+        default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`."
+    )
+
+    @field_validator("status_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("status_urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("no status URI given; set at least one, e.g. tcp://127.0.0.1:9000/status")
+        # Imported here: the status package imports settings-free code only.
+        from autoscaler.status.uri import parse_status_uri
+
+        for url in value:
+            try:
+                parse_status_uri(url)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _check_level(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            level = value.strip().upper()
+            if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+                raise ValueError("expected one of DEBUG, INFO, WARNING, ERROR")
+            return level
+        return value
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:9253 or [::1]:9253")
+        return value
+
+    @model_validator(mode="after")
+    def _check_together(self) -> Settings:
+        if self.min_children > self.max_children:
+            raise ValueError(
+                f"{ENV_PREFIX}MIN_CHILDREN={self.min_children} is greater than "
+                f"{ENV_PREFIX}MAX_CHILDREN={self.max_children}; lower the first or raise "
+                "the second"
+            )
+        if self.poll_timeout_seconds is not None and (
+            self.poll_timeout_seconds >= self.poll_interval_seconds
+        ):
+            raise ValueError(
+                f"{ENV_PREFIX}POLL_TIMEOUT_SECONDS={self.poll_timeout_seconds} must be "
+                f"shorter than {ENV_PREFIX}POLL_INTERVAL_SECONDS="
+                f"{self.poll_interval_seconds}; lower the timeout"
+            )
+        if self.mode is Mode.AUTO and self.override_file is None:
+            raise ValueError(
+                f"{ENV_PREFIX}OVERRIDE_FILE is required in auto mode; set it to a file "
+                f"that php-fpm includes last, or set {ENV_PREFIX}MODE=recommend"
+            )
+        return self
+
+    @property
+    def effective_poll_timeout_seconds(self) -> float:
+        if self.poll_timeout_seconds is not None:
+            return self.poll_timeout_seconds
+        return self.poll_interval_seconds * 0.8
+
+    @property
+    def log_level_number(self) -> int:
+        return int(logging.getLevelName(self.log_level))
+
+    def public_dict(self) -> dict[str, Any]:
+        """Return the settings as plain values, for the start-up log line."""
+        return {name: _plain(value) for name, value in self.model_dump().items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from the environment, or raise ConfigError with one line per problem.
+
+    Each line names the variable, the value it had and what to set instead.
+    """
+    try:
+        if environ is None:
+            return Settings()
+        # Only the given mapping counts: an explicit environ is used by tests
+        # and by `check --env-file`.
+        values = {
+            key[len(ENV_PREFIX) :].lower(): value
+            for key, value in environ.items()
+            if key.upper().startswith(ENV_PREFIX)
+        }
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, environ)) from exc
+
+
+def _describe(exc: ValidationError, environ: dict[str, str] | None) -> str:
+    import os
+
+    source = os.environ if environ is None else environ
+    lines = []
+    for error in exc.errors():
+        location = [str(part) for part in error["loc"] if isinstance(part, str)]
+        message = error["msg"].removeprefix("Value error, ")
+        if location:
+            variable = env_name(location[0])
+            raw = _lookup(source, variable)
+            shown = "(unset)" if raw is None else repr(raw)
+            lines.append(f"{variable}={shown} is invalid: {message}")
+        else:
+            # Model-level checks name their variables (without the prefix).
+            lines.append(f"invalid settings: {message}")
+    return "; ".join(lines)
+
+
+def _lookup(source: Any, variable: str) -> str | None:
+    for key, value in source.items():
+        if key.upper() == variable:
+            return str(value)
+    return None
+
+
+def settings_markdown_table() -> str:
+    """Render the README table of environment variables from the field definitions."""
+    rows = ["| variable | default | description |", "| --- | --- | --- |"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        if isinstance(default, list):
+            shown = ",".join(default)
+        elif default is None:
+            shown = "(unset)"
+        else:
+            shown = str(_plain(default))
+        rows.append(f"| `{env_name(name)}` | `{shown}` | {info.description or ''} |")
+    return "\n".join(rows) + "\n"
