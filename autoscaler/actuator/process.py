@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,4 +282,59 @@ def _warn_pid_file(pid_file: Path, pointed_at: str) -> None:
                 f"{PID_FILE_VARIABLE} or unset it",
             }
         },
+    )
+
+
+def signal_master(master: MasterProcess, signum: int, proc_root: Path = PROC_ROOT) -> None:
+    """Send ``signum`` to this master, and to no other process that reused its PID.
+
+    The signal goes through a pidfd (Linux 5.3+): the PID is pinned when the
+    pidfd is opened and the start time is checked after that, so the PID
+    cannot be reused between the check and the signal. Older kernels fall
+    back to kill(2) right after the check.
+    """
+    try:
+        pidfd = os.pidfd_open(master.pid)
+    except ProcessLookupError as exc:
+        raise _vanished(master) from exc
+    except OSError:
+        # NOTE: ENOSYS on kernels before 5.3: a PID reused within the few
+        # microseconds between the check and kill(2) would get the signal.
+        _send_by_pid(master, signum, proc_root)
+        return
+    try:
+        if not is_alive(master, proc_root):
+            raise _vanished(master)
+        signal.pidfd_send_signal(pidfd, signum)
+    except ProcessLookupError as exc:
+        raise _vanished(master) from exc
+    except PermissionError as exc:
+        raise _permission_error(master, signum) from exc
+    finally:
+        os.close(pidfd)
+
+
+def _send_by_pid(master: MasterProcess, signum: int, proc_root: Path) -> None:
+    if not is_alive(master, proc_root):
+        raise _vanished(master)
+    try:
+        os.kill(master.pid, signum)
+    except ProcessLookupError as exc:
+        raise _vanished(master) from exc
+    except PermissionError as exc:
+        raise _permission_error(master, signum) from exc
+
+
+def _vanished(master: MasterProcess) -> MasterNotFoundError:
+    return MasterNotFoundError(
+        f"php-fpm master {master.describe()} exited before it could be signalled; check "
+        "php-fpm's error log and its process manager"
+    )
+
+
+def _permission_error(master: MasterProcess, signum: int) -> ReloadError:
+    name = signal.Signals(signum).name
+    return ReloadError(
+        f"not permitted to send {name} to php-fpm master {master.describe()}; run the agent "
+        f"as uid {master.uid} (the master's user) or grant it CAP_KILL"
     )
