@@ -8,12 +8,14 @@ drift apart.
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from autoscaler.errors import ConfigError
@@ -156,6 +158,48 @@ class Settings(BaseSettings):
         default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`."
     )
 
+    # Reload backends (autoscaler/actuator/backends.py).
+    systemd_unit: str = Field(
+        default="php-fpm.service",
+        min_length=1,
+        description="systemd unit that `systemctl reload` reloads (method `systemd`). "
+        "php-src ships `php-fpm.service`; Debian and Ubuntu name it after the version, "
+        "e.g. `php8.2-fpm.service`.",
+    )
+    supervisor_url: str = Field(
+        default="unix:///var/run/supervisor.sock",
+        description="supervisord's XML-RPC endpoint (method `supervisor`): "
+        "`unix:///PATH/supervisor.sock` for `[unix_http_server]` or "
+        "`http://127.0.0.1:9001/RPC2` for `[inet_http_server]`.",
+    )
+    supervisor_program: str | None = Field(
+        default=None,
+        description="supervisord program that runs php-fpm in the foreground, as "
+        "`supervisorctl status` shows it (`NAME` or `GROUP:NAME`). Required for method "
+        "`supervisor`.",
+    )
+    supervisor_username: str | None = Field(
+        default=None,
+        description="User name for supervisord's XML-RPC endpoint, when it sets `username`.",
+    )
+    supervisor_password: SecretStr | None = Field(
+        default=None,
+        description="Password for supervisord's XML-RPC endpoint; never logged.",
+    )
+    reload_command: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Command that reloads php-fpm (method `command`): a JSON array of "
+        "strings, or words split like a POSIX shell does. It runs without a shell. "
+        "Required for method `command`.",
+    )
+    reload_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Deadline of one reload trigger (signal, `systemctl reload`, "
+        "XML-RPC call or command); the command is killed when it passes.",
+    )
+
     @field_validator("status_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
@@ -219,6 +263,56 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("reload_command", mode="before")
+    @classmethod
+    def _split_command(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(
+                    f"starts with '[' but is not a JSON array ({exc.msg}); write it as "
+                    '["/usr/bin/sv", "reload", "php-fpm"] or as plain words'
+                ) from exc
+            if not isinstance(parsed, list) or not all(isinstance(arg, str) for arg in parsed):
+                raise ValueError(
+                    'expected a JSON array of strings, e.g. ["sv", "reload", "php-fpm"]'
+                )
+            return parsed
+        try:
+            return shlex.split(text)
+        except ValueError as exc:
+            raise ValueError(f"cannot split into arguments ({exc}); close the quote") from exc
+
+    @model_validator(mode="after")
+    def _check_reload_backend(self) -> Settings:
+        method = f"{ENV_PREFIX}RELOAD_METHOD={self.reload_method.value}"
+        if self.reload_method is ReloadMethod.COMMAND and not self.reload_command:
+            raise ValueError(
+                f"{ENV_PREFIX}RELOAD_COMMAND is required with {method}; set it to the "
+                'command that reloads php-fpm, e.g. ["/usr/bin/sv", "reload", "php-fpm"]'
+            )
+        if self.reload_method is ReloadMethod.SUPERVISOR:
+            if not self.supervisor_program:
+                raise ValueError(
+                    f"{ENV_PREFIX}SUPERVISOR_PROGRAM is required with {method}; set it to "
+                    "the program name that `supervisorctl status` shows for php-fpm"
+                )
+            if not self.supervisor_url.startswith(("unix:///", "http://", "https://")):
+                raise ValueError(
+                    f"{ENV_PREFIX}SUPERVISOR_URL={self.supervisor_url!r} is not a supervisord "
+                    "address; set unix:///PATH/supervisor.sock or http://127.0.0.1:9001/RPC2"
+                )
+        if (self.supervisor_username is None) != (self.supervisor_password is None):
+            raise ValueError(
+                f"{ENV_PREFIX}SUPERVISOR_USERNAME and {ENV_PREFIX}SUPERVISOR_PASSWORD must be "
+                "set together; set both to supervisord's username and password, or neither"
+            )
+        return self
+
     @property
     def effective_poll_timeout_seconds(self) -> float:
         if self.poll_timeout_seconds is not None:
@@ -239,6 +333,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, StrEnum):
         return value.value
+    if isinstance(value, SecretStr):
+        return "**********" if value.get_secret_value() else ""
     return value
 
 
