@@ -1,0 +1,136 @@
+"""``phpfpm-autoscaler check``: everything the agent needs, verified once, with the fix for each problem."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from autoscaler.errors import AutoscalerError, StatusError
+from autoscaler.policy import Observation, PolicySettings, PoolState, decide
+from autoscaler.settings import Mode, Settings
+from autoscaler.status import PoolSample
+
+
+@dataclass
+class Report:
+    errors: int = 0
+    warnings: int = 0
+
+    def line(self, level: str, message: str) -> None:
+        if level == "error":
+            self.errors += 1
+        elif level == "warning":
+            self.warnings += 1
+        print(f"  [{level}] {message}")
+
+
+async def run_check(settings: Settings) -> int:
+    from autoscaler.controller import policy_settings
+    from autoscaler.wiring import make_readers, pm_from_config, read_config, resolve_config_file
+
+    report = Report()
+    print(f"settings: valid (mode {settings.mode.value}, {len(settings.status_urls)} status page(s))")
+
+    print("status pages:")
+    samples: dict[str, PoolSample] = {}
+    readers, client = make_readers(settings)
+    try:
+        for reader in readers:
+            try:
+                sample = await reader.read()
+            except StatusError as exc:
+                report.line("error", f"{reader.uri}: {type(exc).__name__}: {exc}")
+                continue
+            samples[sample.pool] = sample
+            queue = "unknown (unix socket)" if sample.queue is None else str(sample.queue)
+            report.line(
+                "ok",
+                f"{reader.uri}: pool {sample.pool!r}, pm {sample.process_manager}, busy "
+                f"{sample.busy_workers}, idle {sample.idle_processes}, queue {queue}, "
+                f"{sample.poll_duration_seconds * 1000:.1f} ms",
+            )
+            if sample.status_request_workers:
+                report.line(
+                    "info",
+                    f"pool {sample.pool!r}: the status page is served by the pool itself, so it "
+                    "waits behind a saturated pool; set pm.status_listen = 127.0.0.1:9001 (PHP 8.0+) "
+                    "and point PHPFPM_AUTOSCALER_STATUS_URLS at it",
+                )
+    finally:
+        if client is not None:
+            await client.aclose()
+
+    print("php-fpm master and configuration:")
+    try:
+        config_file = resolve_config_file(settings)
+    except AutoscalerError as exc:
+        report.line("error", str(exc))
+        config_file = None
+    config = read_config(config_file)
+    if config is None:
+        level = "error" if settings.mode is Mode.AUTO else "warning"
+        report.line(
+            level,
+            "php-fpm's configuration could not be read, so the current pm.max_children is unknown; "
+            "set PHPFPM_AUTOSCALER_FPM_CONFIG_FILE",
+        )
+    else:
+        report.line("ok", f"configuration {config.path} ({len(config.files)} file(s))")
+        timeout = config.global_config.process_control_timeout_seconds
+        report.line("ok", f"process_control_timeout = {timeout:g} s, process.max = {config.global_config.process_max}")
+        for name, pool in config.pools.items():
+            where = pool.sources.get("pm.max_children")
+            report.line(
+                "ok",
+                f"pool {name!r}: pm = {pool.pm}, pm.max_children = {pool.max_children}"
+                + (f" (from {where})" if where else ""),
+            )
+        if settings.override_file is not None:
+            from autoscaler.fpmconfig.preflight import preflight
+
+            for finding in preflight(config, pool_names=list(samples), override_file=settings.override_file):
+                prefix = f"pool {finding.pool!r}: " if finding.pool else ""
+                report.line(finding.level, prefix + finding.message)
+
+    if settings.mode is Mode.AUTO:
+        print(f"reload backend ({settings.reload_method.value}):")
+        try:
+            from autoscaler.actuator.backends import make_backend
+
+            backend = make_backend(settings)
+            master = backend.master()
+        except AutoscalerError as exc:
+            report.line("error", str(exc))
+        else:
+            if master is None:
+                report.line("error", "php-fpm master not found; is php-fpm running and visible to the agent?")
+            else:
+                report.line("ok", f"master pid {master.pid}")
+
+    if samples and settings.mode is not Mode.OBSERVE:
+        print("what the agent would do now (from one sample; scale-downs wait for a full window):")
+        known = pm_from_config(config) if config is not None else {}
+        policy = policy_settings(settings)
+        for name, sample in samples.items():
+            _would_do(report, name, sample, known.get(name).max_children if name in known else None, policy)
+
+    print(f"result: {report.errors} error(s), {report.warnings} warning(s)")
+    return 1 if report.errors else 0
+
+
+def _would_do(report: Report, pool: str, sample: PoolSample, current: int | None, policy: PolicySettings) -> None:
+    now = time.monotonic()
+    observation = Observation(
+        at_seconds=now,
+        busy=sample.busy_workers,
+        idle=sample.idle_processes,
+        total=sample.total_processes,
+        queue=sample.queue,
+    )
+    state = PoolState().observe(observation, policy)
+    decision = decide(pool, state, current, policy, now)
+    report.line(
+        "info",
+        f"pool {pool!r}: current {decision.current}, recommendation {decision.recommendation}, "
+        f"action {decision.direction.value} to {decision.target} ({decision.reason.value}: {decision.message})",
+    )

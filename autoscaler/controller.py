@@ -1,0 +1,295 @@
+"""The agent's loop: observe every pool, decide, apply, publish.
+
+The controller only wires the parts: the status readers produce samples,
+the pure policy turns them into decisions, the applier makes php-fpm run
+them, and the metrics show all of it. The clock and the sleep are injected,
+so tests drive ticks without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from autoscaler.actuator.apply import Applier
+from autoscaler.errors import StatusError
+from autoscaler.fpmconfig.rules import PmSettings, fit_pm
+from autoscaler.metrics import Metrics
+from autoscaler.policy import (
+    Decision,
+    Failure,
+    MemoryBudget,
+    Observation,
+    PolicySettings,
+    PoolState,
+    decide,
+)
+from autoscaler.settings import Mode, Settings
+from autoscaler.status import CounterTracker, PoolSample, StatusReader
+from autoscaler.errors import StatusAccessError, StatusBusyError, StatusConnectError, StatusTimeoutError
+
+log = logging.getLogger("autoscaler.controller")
+
+# A tick that has not completed for this many intervals makes /healthz fail.
+HEALTH_TICKS = 3
+
+
+def policy_settings(settings: Settings) -> PolicySettings:
+    return PolicySettings(
+        min_children=settings.min_children,
+        max_children=settings.max_children,
+        target_utilization=settings.target_utilization,
+        tolerance_ratio=settings.tolerance_ratio,
+        decision_window_seconds=settings.decision_window_seconds,
+        scale_down_stabilization_seconds=settings.scale_down_stabilization_seconds,
+        scale_down_max_ratio=settings.scale_down_max_ratio,
+        saturation_step_ratio=settings.saturation_step_ratio,
+        min_reload_interval_seconds=settings.min_reload_interval_seconds,
+    )
+
+
+def failure_of(error: StatusError) -> Failure:
+    if isinstance(error, StatusTimeoutError):
+        return Failure.TIMEOUT
+    if isinstance(error, StatusBusyError):
+        return Failure.BUSY
+    if isinstance(error, StatusConnectError):
+        return Failure.CONNECT
+    if isinstance(error, StatusAccessError):
+        return Failure.ACCESS
+    return Failure.PARSE
+
+
+@dataclass
+class PoolTrack:
+    """Everything the controller keeps about the pool behind one status URI."""
+
+    reader: StatusReader
+    name: str
+    counters: CounterTracker = field(default_factory=CounterTracker)
+    state: PoolState = field(default_factory=PoolState)
+    pm: PmSettings | None = None
+    last_sample: PoolSample | None = None
+    last_decision: Decision | None = None
+    logged_states: set[str] = field(default_factory=set)
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        readers: list[StatusReader],
+        metrics: Metrics,
+        *,
+        applier: Applier | None = None,
+        current_pm: Callable[[], Mapping[str, PmSettings]] | None = None,
+        budget: Callable[[str], MemoryBudget | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy_settings(settings)
+        self.metrics = metrics
+        self.applier = applier
+        self.current_pm = current_pm
+        self.budget = budget
+        self.clock = clock
+        self.sleep = sleep
+        self.wall_clock = wall_clock
+        self.tracks = [PoolTrack(reader=reader, name=str(reader.uri)) for reader in readers]
+        self.stopping = asyncio.Event()
+        self.last_tick_seconds: float | None = None
+        self.fpm_down = False
+        self.ticks = 0
+
+    # lifecycle -----------------------------------------------------------
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def run(self, max_ticks: int | None = None) -> None:
+        """Tick every poll interval until ``stop()`` (or ``max_ticks`` ticks, for tests)."""
+        self._refresh_pm()
+        log.info(
+            "controller_started",
+            extra={"fields": {"pools": [str(t.reader.uri) for t in self.tracks], "mode": self.settings.mode.value}},
+        )
+        interval = self.settings.poll_interval_seconds
+        next_tick = self.clock()
+        while not self.stopping.is_set():
+            await self.tick()
+            if max_ticks is not None and self.ticks >= max_ticks:
+                break
+            next_tick += interval
+            delay = next_tick - self.clock()
+            if delay < 0:
+                # A tick overran (a slow reload): start the next one now and
+                # keep the cadence from here instead of bursting to catch up.
+                next_tick = self.clock()
+                delay = 0
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=delay) if delay else None
+            except TimeoutError:
+                pass
+        log.info("controller_stopped", extra={"fields": {"ticks": self.ticks}})
+
+    def health(self) -> tuple[bool, str]:
+        if self.fpm_down:
+            return False, "php-fpm is down after a failed reload; see the log"
+        if self.last_tick_seconds is None:
+            return True, "starting"
+        age = self.clock() - self.last_tick_seconds
+        limit = HEALTH_TICKS * self.settings.poll_interval_seconds + self.settings.reload_verify_timeout_seconds
+        if age > limit:
+            return False, f"no tick completed for {age:.1f} s"
+        return True, "ok"
+
+    # one tick ------------------------------------------------------------
+
+    async def tick(self) -> list[Decision]:
+        now = self.clock()
+        results = await asyncio.gather(*(self._poll(track) for track in self.tracks))
+        decisions: list[Decision] = []
+        if self.settings.mode is not Mode.OBSERVE:
+            for track, observation in zip(self.tracks, results, strict=True):
+                decisions.append(self._decide(track, observation, now))
+            if self.settings.mode is Mode.AUTO:
+                await self._apply([d for d in decisions if d.changes])
+        self.ticks += 1
+        self.last_tick_seconds = self.clock()
+        self.metrics.last_tick.set(self.wall_clock())
+        self.metrics.healthy.set(1 if self.health()[0] else 0)
+        return decisions
+
+    async def _poll(self, track: PoolTrack) -> Observation:
+        at = self.clock()
+        try:
+            sample = await track.reader.read()
+        except StatusError as exc:
+            failure = failure_of(exc)
+            self.metrics.record_down(track.name, "status")
+            level = logging.ERROR if not exc.transient else logging.WARNING
+            log.log(
+                level,
+                "poll_failed",
+                extra={"fields": {"pool": track.name, "url": str(track.reader.uri), "failure": failure.value, "error": str(exc)}},
+            )
+            return Observation(at_seconds=at, failure=failure)
+        if track.name != sample.pool:
+            track.name = sample.pool
+            self._refresh_pm()
+        track.last_sample = sample
+        self.metrics.record_sample(track.name, sample)
+        for state in sample.unknown_states:
+            if state not in track.logged_states:
+                track.logged_states.add(state)
+                log.warning("unknown_worker_state", extra={"fields": {"pool": track.name, "state": state}})
+        increases = track.counters.update(sample)
+        current = track.pm.max_children if track.pm else None
+        busy = sample.busy_workers
+        implausible = bool(sample.anomalies) or increases.reset_unexpected
+        if current is not None and busy is not None and busy > current:
+            implausible = True
+        return Observation(
+            at_seconds=at,
+            busy=busy,
+            idle=sample.idle_processes,
+            total=sample.total_processes,
+            queue=sample.queue,
+            max_children_reached_increase=increases.max_children_reached,
+            slow=sample.poll_duration_seconds > self.settings.slow_poll_seconds,
+            implausible=implausible,
+        )
+
+    def _decide(self, track: PoolTrack, observation: Observation, now: float) -> Decision:
+        track.state = track.state.observe(observation, self.policy)
+        current = track.pm.max_children if track.pm else None
+        budget = self.budget(track.name) if self.budget else None
+        decision = decide(track.name, track.state, current, self.policy, now, budget)
+        track.state = track.state.remember(decision, now, self.policy)
+        self.metrics.record_decision(decision)
+        if current is not None:
+            self.metrics.max_children.labels(pool=track.name).set(current)
+        fields = {
+            "pool": track.name,
+            "current": decision.current,
+            "target": decision.target,
+            "direction": decision.direction.value,
+            "reason": decision.reason.value,
+            "message": decision.message,
+            **decision.inputs,
+        }
+        changed = decision.changes or (
+            track.last_decision is not None and track.last_decision.reason is not decision.reason
+        )
+        log.log(logging.INFO if changed else logging.DEBUG, "decision", extra={"fields": fields})
+        track.last_decision = decision
+        return decision
+
+    async def _apply(self, decisions: list[Decision]) -> None:
+        if not decisions or self.applier is None:
+            return
+        wanted: dict[str, PmSettings] = {}
+        for track in self.tracks:
+            if track.pm is not None:
+                wanted[track.name] = track.pm
+        for decision in decisions:
+            current = wanted.get(decision.pool)
+            if current is None:
+                continue
+            wanted[decision.pool] = fit_pm(current, decision.target)
+        result = await self.applier.apply(wanted)
+        self.metrics.reloads.labels(result=result.result).inc() if result.result != "unchanged" else None
+        if result.result != "unchanged":
+            self.metrics.reload_duration.observe(result.duration_seconds)
+        self.fpm_down = result.fpm_down
+        if not result.applied:
+            for decision in decisions:
+                self.metrics.errors.labels(pool=decision.pool, stage="apply").inc()
+            if result.result != "unchanged":
+                # Back off like after a reload: the cooldown stops a retry storm.
+                now = self.clock()
+                for track in self.tracks:
+                    track.state = replace(track.state, last_reload_seconds=now)
+            return
+        now = self.clock()
+        by_pool = {d.pool: d for d in decisions}
+        for track in self.tracks:
+            if track.name in wanted:
+                track.pm = wanted[track.name]
+                self.metrics.max_children.labels(pool=track.name).set(track.pm.max_children)
+            decision = by_pool.get(track.name)
+            if decision is not None:
+                track.state = track.state.applied(decision, now, self.policy)
+                log.info(
+                    "scaled",
+                    extra={"fields": {"pool": track.name, "from": decision.current, "to": decision.target, "reason": decision.reason.value}},
+                )
+
+    def _refresh_pm(self) -> None:
+        if self.current_pm is None:
+            return
+        known = self.current_pm()
+        for track in self.tracks:
+            pm = known.get(track.name)
+            if pm is None:
+                lowered = {name.lower(): value for name, value in known.items()}
+                pm = lowered.get(track.name.lower())
+            if pm is not None:
+                track.pm = pm
+
+    async def start_times(self) -> dict[str, float | None]:
+        """Read every pool's start time now; None for a pool whose poll fails."""
+
+        async def one(track: PoolTrack) -> tuple[str, float | None]:
+            try:
+                sample = await track.reader.read()
+            except StatusError:
+                return track.name, None
+            return track.name, sample.start_time_seconds
+
+        return dict(await asyncio.gather(*(one(track) for track in self.tracks)))
