@@ -14,7 +14,12 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from autoscaler.errors import StatusBusyError, StatusConnectError, StatusError, StatusTimeoutError
+from autoscaler.errors import (
+    StatusBusyError,
+    StatusConnectError,
+    StatusParseError,
+    StatusTimeoutError,
+)
 
 FCGI_VERSION = 1
 FCGI_BEGIN_REQUEST = 1
@@ -132,6 +137,7 @@ async def fastcgi_request(
     """
     target = socket_path or f"{host}:{port}"
     writer: asyncio.StreamWriter | None = None
+    completed = False
     try:
         async with asyncio.timeout(timeout_seconds):
             try:
@@ -143,7 +149,9 @@ async def fastcgi_request(
                 raise StatusConnectError(f"cannot connect to {target}: {exc}") from exc
             writer.write(build_request(params, body))
             await writer.drain()
-            return await _read_response(reader, target)
+            response = await _read_response(reader, target)
+            completed = True
+            return response
     except TimeoutError as exc:
         raise StatusTimeoutError(
             f"no complete FastCGI reply from {target} within {timeout_seconds:.3g} s"
@@ -152,7 +160,12 @@ async def fastcgi_request(
         raise StatusBusyError(f"connection to {target} failed mid-request: {exc}") from exc
     finally:
         if writer is not None:
-            writer.close()
+            # After a timeout or an error, abort: a graceful close would first
+            # wait to flush data that a stuck peer may never read.
+            if completed:
+                writer.close()
+            else:
+                writer.transport.abort()
             with contextlib.suppress(OSError, RuntimeError):
                 await writer.wait_closed()
 
@@ -170,8 +183,17 @@ async def _read_response(reader: asyncio.StreamReader, target: str) -> FastCGIRe
             ) from exc
         version, record_type, _request_id, length, padding = HEADER.unpack(header)
         if version != FCGI_VERSION:
-            raise StatusError(f"{target} is not a FastCGI server (record version {version})")
-        content = await reader.readexactly(length + padding)
+            raise StatusParseError(
+                f"{target} is not a FastCGI server (record version {version}, expected "
+                f"{FCGI_VERSION}); check that the status URI names php-fpm's listen address"
+            )
+        try:
+            content = await reader.readexactly(length + padding)
+        except asyncio.IncompleteReadError as exc:
+            raise StatusBusyError(
+                f"{target} closed the connection in the middle of a FastCGI record "
+                f"({len(stdout)} bytes of reply received)"
+            ) from exc
         content = content[:length]
         if record_type == FCGI_STDOUT:
             stdout += content
@@ -180,8 +202,11 @@ async def _read_response(reader: asyncio.StreamReader, target: str) -> FastCGIRe
         elif record_type == FCGI_END_REQUEST:
             app_status = struct.unpack("!I", content[:4])[0] if len(content) >= 4 else 0
             return _split(bytes(stdout), bytes(stderr), app_status)
-        if len(stdout) > MAX_RESPONSE_BYTES:
-            raise StatusError(f"reply from {target} exceeds {MAX_RESPONSE_BYTES} bytes")
+        if len(stdout) + len(stderr) > MAX_RESPONSE_BYTES:
+            raise StatusParseError(
+                f"reply from {target} exceeds {MAX_RESPONSE_BYTES} bytes; "
+                "a status page is far smaller"
+            )
 
 
 def _split(stdout: bytes, stderr: bytes, app_status: int) -> FastCGIResponse:

@@ -82,6 +82,15 @@ class PoolSample:
     queue_known: bool = True
     poll_duration_seconds: float = 0.0
     unknown_states: tuple[str, ...] = field(default_factory=tuple)
+    # Values that cannot be right (a negative count, more active than total
+    # processes), one readable sentence each. The sample is kept, but the
+    # policy must not scale down on it.
+    anomalies: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def plausible(self) -> bool:
+        """Whether no value of the sample contradicts another or its range."""
+        return not self.anomalies
 
     @property
     def busy_workers(self) -> int | None:
