@@ -9,8 +9,10 @@ from autoscaler.fpmconfig.model import (
 )
 from autoscaler.fpmconfig.reader import load_fpm_config, load_with_fpm_binary
 from autoscaler.fpmconfig.rules import PmSettings, SpareTarget, fit_pm, validate_pm
+from autoscaler.fpmconfig.tester import ConfigTestResult, find_fpm_binary, run_config_test
 
 __all__ = [
+    "ConfigTestResult",
     "FpmConfig",
     "GlobalConfig",
     "IncludeDirective",
@@ -18,8 +20,10 @@ __all__ = [
     "PoolConfig",
     "Source",
     "SpareTarget",
+    "find_fpm_binary",
     "fit_pm",
     "load_fpm_config",
     "load_with_fpm_binary",
+    "run_config_test",
     "validate_pm",
 ]

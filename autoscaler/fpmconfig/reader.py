@@ -658,7 +658,7 @@ def load_with_fpm_binary(
     if prefix is not None:
         args += ["-p", str(prefix)]
     if os.geteuid() == 0:
-        # php-fpm refuses to run as root without -R, even for a test.
+        # As root, php-fpm rejects a pool without "user" unless -R is given.
         args.insert(1, "-R")
     try:
         done = subprocess.run(
