@@ -22,7 +22,9 @@ class PoolConfig:
     """The settings of one pool that the agent reads or manages."""
 
     name: str
-    pm: str = "dynamic"  # php-fpm's default process manager
+    # The reader stores "" when no file sets pm: php-fpm 8.2 then rejects the
+    # pool with "the process manager is missing".
+    pm: str = "dynamic"
     max_children: int | None = None
     start_servers: int | None = None
     min_spare_servers: int | None = None
@@ -32,9 +34,17 @@ class PoolConfig:
     listen: str | None = None
     status_path: str | None = None
     status_listen: str | None = None
+    # The longest request php-fpm lets run; 0 means no limit.
+    request_terminate_timeout_seconds: float | None = None
+    # PHP's memory_limit from php_admin_value or php_value; -1 means no limit,
+    # None means the pool leaves it to php.ini.
+    memory_limit_bytes: int | None = None
     # Key (as written in php-fpm's configuration, e.g. "pm.max_children") to
     # the place that set its effective value.
     sources: Mapping[str, Source] = field(default_factory=dict)
+    # Key to every place that set it, in the order php-fpm read them; the
+    # last one is the effective one.
+    definitions: Mapping[str, tuple[Source, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,15 @@ class GlobalConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IncludeDirective:
+    """One ``include`` line: its glob as php-fpm resolved it and the files it read."""
+
+    pattern: str
+    source: Source
+    matched: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class FpmConfig:
     """A resolved php-fpm configuration."""
 
@@ -59,6 +78,7 @@ class FpmConfig:
     pools: Mapping[str, PoolConfig]
     # Every file read, in the order php-fpm reads them.
     files: tuple[str, ...] = ()
+    includes: tuple[IncludeDirective, ...] = ()
     # Non-fatal findings: include globs that match nothing, ``${VAR}`` values
     # that could not be resolved, unknown units.
     warnings: tuple[str, ...] = ()

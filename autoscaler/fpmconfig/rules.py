@@ -74,6 +74,8 @@ def validate_pm(settings: PmSettings) -> list[str]:
     The list is empty when php-fpm accepts the settings. Messages carry
     php-fpm's wording without its ``[pool NAME]`` prefix.
     """
+    if not settings.pm.strip():
+        return ["the process manager is missing (static, dynamic or ondemand)"]
     pm = normalize_pm(settings.pm)
     if pm is None:
         return [
