@@ -26,7 +26,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* Labels that select the application's pods: the example's, or the existing workload's. */}}
 {{- define "phpfpm-autoscaler.podSelector" -}}
 {{- if eq .Values.workload.mode "existing" -}}
-{{- required "workload.selectorLabels is required in existing mode: the labels of the workload's pods" .Values.workload.selectorLabels | toYaml -}}
+{{- if not .Values.workload.selectorLabels -}}
+{{- fail "workload.selectorLabels is required in existing mode: set the labels of the workload's pods, for the Service selector" -}}
+{{- end -}}
+{{- toYaml .Values.workload.selectorLabels -}}
 {{- else -}}
 {{- include "phpfpm-autoscaler.selectorLabels" . -}}
 {{- end -}}
