@@ -19,8 +19,8 @@ EXPORTED_METRICS = Path(__file__).with_name("exported_metrics.txt")
 
 # Variables that the deployment files already set but that autoscaler/settings.py
 # does not define yet (memory budget and reload backends are being added).
-# A name here is accepted while it is missing from Settings; once it is a field
-# it is checked like every other one, and it can be removed from this set.
+# A name here is accepted while Settings lacks it. Once it is a field, it is
+# checked like every other one and can be removed from this set.
 ANNOUNCED_SETTINGS = frozenset(
     {
         "PHPFPM_AUTOSCALER_MEMORY_LIMIT_BYTES",

@@ -171,8 +171,8 @@ def test_wheel_installs_in_fresh_venv(tmp_path: Path) -> None:
     assert len(agent_wheels) == 1
     run(venv / "bin" / "python", "-m", "pip", "install", "--no-index",
         "--find-links", wheels, agent_wheels[0])
-    shown = run(venv / "bin" / "phpfpm-autoscaler", "--help")
+    help_output = run(venv / "bin" / "phpfpm-autoscaler", "--help")
     located = run(venv / "bin" / "python", "-c", "import autoscaler; print(autoscaler.__file__)")
 
-    assert "run" in shown.stdout
+    assert "run" in help_output.stdout
     assert Path(located.stdout.strip()).is_relative_to(venv)
