@@ -112,7 +112,8 @@ async def run_check(settings: Settings) -> int:
         known = pm_from_config(config) if config is not None else {}
         policy = policy_settings(settings)
         for name, sample in samples.items():
-            _would_do(report, name, sample, known.get(name).max_children if name in known else None, policy)
+            pm = known.get(name)
+            _would_do(report, name, sample, pm.max_children if pm is not None else None, policy)
 
     print(f"result: {report.errors} error(s), {report.warnings} warning(s)")
     return 1 if report.errors else 0

@@ -15,7 +15,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from autoscaler.actuator.apply import Applier
-from autoscaler.errors import StatusError
+from autoscaler.errors import (
+    StatusAccessError,
+    StatusBusyError,
+    StatusConnectError,
+    StatusError,
+    StatusTimeoutError,
+)
 from autoscaler.fpmconfig.rules import PmSettings, fit_pm
 from autoscaler.metrics import Metrics
 from autoscaler.policy import (
@@ -29,7 +35,6 @@ from autoscaler.policy import (
 )
 from autoscaler.settings import Mode, Settings
 from autoscaler.status import CounterTracker, PoolSample, StatusReader
-from autoscaler.errors import StatusAccessError, StatusBusyError, StatusConnectError, StatusTimeoutError
 
 log = logging.getLogger("autoscaler.controller")
 
@@ -191,7 +196,7 @@ class Controller:
         increases = track.counters.update(sample)
         current = track.pm.max_children if track.pm else None
         busy = sample.busy_workers
-        implausible = bool(sample.anomalies) or increases.reset_unexpected
+        implausible = not sample.plausible
         if current is not None and busy is not None and busy > current:
             implausible = True
         return Observation(
@@ -200,7 +205,7 @@ class Controller:
             idle=sample.idle_processes,
             total=sample.total_processes,
             queue=sample.queue,
-            max_children_reached_increase=increases.max_children_reached,
+            max_children_reached_increase=increases.max_children_reached if increases else None,
             slow=sample.poll_duration_seconds > self.settings.slow_poll_seconds,
             implausible=implausible,
         )
@@ -243,8 +248,8 @@ class Controller:
                 continue
             wanted[decision.pool] = fit_pm(current, decision.target)
         result = await self.applier.apply(wanted)
-        self.metrics.reloads.labels(result=result.result).inc() if result.result != "unchanged" else None
         if result.result != "unchanged":
+            self.metrics.reloads.labels(result=result.result).inc()
             self.metrics.reload_duration.observe(result.duration_seconds)
         self.fpm_down = result.fpm_down
         if not result.applied:
@@ -262,12 +267,12 @@ class Controller:
             if track.name in wanted:
                 track.pm = wanted[track.name]
                 self.metrics.max_children.labels(pool=track.name).set(track.pm.max_children)
-            decision = by_pool.get(track.name)
-            if decision is not None:
-                track.state = track.state.applied(decision, now, self.policy)
+            applied = by_pool.get(track.name)
+            if applied is not None:
+                track.state = track.state.applied(applied, now, self.policy)
                 log.info(
                     "scaled",
-                    extra={"fields": {"pool": track.name, "from": decision.current, "to": decision.target, "reason": decision.reason.value}},
+                    extra={"fields": {"pool": track.name, "from": applied.current, "to": applied.target, "reason": applied.reason.value}},
                 )
 
     def _refresh_pm(self) -> None:

@@ -37,7 +37,7 @@ class MetricsServer:
     async def start(self) -> None:
         host = self.host.strip("[]") or None
         self._server = await asyncio.start_server(self._handle, host, self.port)
-        sockets = self._server.sockets or []
+        sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         log.info("metrics_listening", extra={"fields": {"address": f"{self.host}:{self.port}"}})

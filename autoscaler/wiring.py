@@ -35,7 +35,7 @@ def make_readers(settings: Settings) -> tuple[list[StatusReader], httpx.AsyncCli
     if any(not uri.is_fastcgi for uri in uris):
         client = httpx.AsyncClient(timeout=settings.effective_poll_timeout_seconds, follow_redirects=False)
     readers = [
-        StatusReader(uri, timeout_seconds=settings.effective_poll_timeout_seconds, http_client=client)
+        StatusReader(uri, deadline_seconds=settings.effective_poll_timeout_seconds, http_client=client)
         for uri in uris
     ]
     return readers, client

@@ -122,6 +122,8 @@ class AgentProcess:
                 self.process.wait()
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.process.returncode
 
 

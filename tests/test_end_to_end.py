@@ -130,8 +130,10 @@ def test_403_is_reported_as_configuration_error(
 ) -> None:
     fpm = fpm_factory(small_pool())
     env = agent_env(fpm)
-    # php-fpm's security.limit_extensions answers a non-.php script with 403.
-    env["PHPFPM_AUTOSCALER_STATUS_URLS"] = f"tcp://127.0.0.1:{fpm.pool().port}/status.txt"
+    # A path that is not pm.status_path but names an existing non-.php file
+    # or folder: php-fpm's security.limit_extensions answers 403 "Access
+    # denied." (measured on PHP 8.2; a missing file gives 404 instead).
+    env["PHPFPM_AUTOSCALER_STATUS_URLS"] = f"tcp://127.0.0.1:{fpm.pool().port}{fpm.docroot}"
     agent = AgentProcess(env)
     agents.append(agent)
     agent.start()
