@@ -67,6 +67,10 @@ class IncludeDirective:
     pattern: str
     source: Source
     matched: tuple[str, ...] = ()
+    # The slice of FpmConfig.files read because of this line, nested
+    # includes included: files[first_file_index:end_file_index].
+    first_file_index: int = 0
+    end_file_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -392,15 +392,19 @@ class _Reader:
         self._check_glob_folder(pattern, resolved, source)
         matches = sorted(glob.glob(resolved))
         files = [match for match in matches if not os.path.isdir(match)]
-        self.includes.append(IncludeDirective(resolved, source, tuple(files)))
         if not matches:
             self.warnings.append(
                 f"Nothing matches the include pattern '{resolved}' from {source.path} "
                 f"at line {source.line}"
             )
-            return
+        slot = len(self.includes)
+        first = len(self.files)
+        self.includes.append(IncludeDirective(resolved, source, tuple(files), first, first))
         for match in files:
             self._read_file(Path(match), depth=depth + 1)
+        self.includes[slot] = IncludeDirective(
+            resolved, source, tuple(files), first, len(self.files)
+        )
 
     def _prefix_for(self, pattern: str) -> Path:
         if self.prefix is not None:
