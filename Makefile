@@ -13,7 +13,7 @@ deps:
 $(BIN)/phpfpm-autoscaler: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -r tests/deploy/requirements.txt
 	touch $@
 
 venv: $(BIN)/phpfpm-autoscaler

@@ -29,7 +29,9 @@ async def run_check(settings: Settings) -> int:
     from autoscaler.wiring import make_readers, pm_from_config, read_config, resolve_config_file
 
     report = Report()
-    print(f"settings: valid (mode {settings.mode.value}, {len(settings.status_urls)} status page(s))")
+    print(
+        f"settings: valid (mode {settings.mode.value}, {len(settings.status_urls)} status page(s))"
+    )
 
     print("status pages:")
     samples: dict[str, PoolSample] = {}
@@ -62,11 +64,11 @@ async def run_check(settings: Settings) -> int:
 
     print("php-fpm master and configuration:")
     try:
-        config_file = resolve_config_file(settings)
+        config_file, root = resolve_config_file(settings)
     except AutoscalerError as exc:
         report.line("error", str(exc))
-        config_file = None
-    config = read_config(config_file)
+        config_file, root = None, None
+    config = read_config(config_file, root)
     if config is None:
         level = "error" if settings.mode is Mode.AUTO else "warning"
         report.line(
@@ -77,7 +79,10 @@ async def run_check(settings: Settings) -> int:
     else:
         report.line("ok", f"configuration {config.path} ({len(config.files)} file(s))")
         timeout = config.global_config.process_control_timeout_seconds
-        report.line("ok", f"process_control_timeout = {timeout:g} s, process.max = {config.global_config.process_max}")
+        report.line(
+            "ok",
+            f"process_control_timeout = {timeout:g} s, process.max = {config.global_config.process_max}",
+        )
         for name, pool in config.pools.items():
             where = pool.sources.get("pm.max_children")
             report.line(
@@ -88,7 +93,9 @@ async def run_check(settings: Settings) -> int:
         if settings.override_file is not None:
             from autoscaler.fpmconfig.preflight import preflight
 
-            for finding in preflight(config, pool_names=list(samples), override_file=settings.override_file):
+            for finding in preflight(
+                config, pool_names=list(samples), override_file=settings.override_file
+            ):
                 prefix = f"pool {finding.pool!r}: " if finding.pool else ""
                 report.line(finding.level, prefix + finding.message)
 
@@ -103,7 +110,10 @@ async def run_check(settings: Settings) -> int:
             report.line("error", str(exc))
         else:
             if master is None:
-                report.line("error", "php-fpm master not found; is php-fpm running and visible to the agent?")
+                report.line(
+                    "error",
+                    "php-fpm master not found; is php-fpm running and visible to the agent?",
+                )
             else:
                 report.line("ok", f"master pid {master.pid}")
 
@@ -119,7 +129,9 @@ async def run_check(settings: Settings) -> int:
     return 1 if report.errors else 0
 
 
-def _would_do(report: Report, pool: str, sample: PoolSample, current: int | None, policy: PolicySettings) -> None:
+def _would_do(
+    report: Report, pool: str, sample: PoolSample, current: int | None, policy: PolicySettings
+) -> None:
     now = time.monotonic()
     observation = Observation(
         at_seconds=now,

@@ -46,12 +46,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("run", help="poll, decide and apply in the foreground until SIGTERM")
     commands.add_parser(
-        "check", help="validate settings, reach every status page and php-fpm's master, print findings"
+        "check",
+        help="validate settings, reach every status page and php-fpm's master, print findings",
     )
     status = commands.add_parser("status", help="print the parsed status of each pool once")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    settings = commands.add_parser("settings", help="list every environment variable with its default")
-    settings.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
+    settings = commands.add_parser(
+        "settings", help="list every environment variable with its default"
+    )
+    settings.add_argument(
+        "--markdown", action="store_true", help="print the README's Markdown table"
+    )
     return parser
 
 
@@ -131,7 +136,9 @@ async def print_status(settings: Settings, *, as_json: bool) -> int:
                 sample = await reader.read()
             except StatusError as exc:
                 failed = True
-                rows.append({"url": str(reader.uri), "error": str(exc), "error_type": type(exc).__name__})
+                rows.append(
+                    {"url": str(reader.uri), "error": str(exc), "error_type": type(exc).__name__}
+                )
                 continue
             rows.append(sample_row(str(reader.uri), sample))
     finally:
@@ -183,7 +190,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        )
     for error in errors:
         print(f"error: {error}")
     if any(row.get("queue") is None and "error" not in row for row in rows):

@@ -121,7 +121,12 @@ class Controller:
         self._refresh_pm()
         log.info(
             "controller_started",
-            extra={"fields": {"pools": [str(t.reader.uri) for t in self.tracks], "mode": self.settings.mode.value}},
+            extra={
+                "fields": {
+                    "pools": [str(t.reader.uri) for t in self.tracks],
+                    "mode": self.settings.mode.value,
+                }
+            },
         )
         interval = self.settings.poll_interval_seconds
         next_tick = self.clock()
@@ -148,7 +153,10 @@ class Controller:
         if self.last_tick_seconds is None:
             return True, "starting"
         age = self.clock() - self.last_tick_seconds
-        limit = HEALTH_TICKS * self.settings.poll_interval_seconds + self.settings.reload_verify_timeout_seconds
+        limit = (
+            HEALTH_TICKS * self.settings.poll_interval_seconds
+            + self.settings.reload_verify_timeout_seconds
+        )
         if age > limit:
             return False, f"no tick completed for {age:.1f} s"
         return True, "ok"
@@ -181,7 +189,14 @@ class Controller:
             log.log(
                 level,
                 "poll_failed",
-                extra={"fields": {"pool": track.name, "url": str(track.reader.uri), "failure": failure.value, "error": str(exc)}},
+                extra={
+                    "fields": {
+                        "pool": track.name,
+                        "url": str(track.reader.uri),
+                        "failure": failure.value,
+                        "error": str(exc),
+                    }
+                },
             )
             return Observation(at_seconds=at, failure=failure)
         if track.name != sample.pool:
@@ -192,7 +207,9 @@ class Controller:
         for state in sample.unknown_states:
             if state not in track.logged_states:
                 track.logged_states.add(state)
-                log.warning("unknown_worker_state", extra={"fields": {"pool": track.name, "state": state}})
+                log.warning(
+                    "unknown_worker_state", extra={"fields": {"pool": track.name, "state": state}}
+                )
         increases = track.counters.update(sample)
         current = track.pm.max_children if track.pm else None
         busy = sample.busy_workers
@@ -272,7 +289,14 @@ class Controller:
                 track.state = track.state.applied(applied, now, self.policy)
                 log.info(
                     "scaled",
-                    extra={"fields": {"pool": track.name, "from": applied.current, "to": applied.target, "reason": applied.reason.value}},
+                    extra={
+                        "fields": {
+                            "pool": track.name,
+                            "from": applied.current,
+                            "to": applied.target,
+                            "reason": applied.reason.value,
+                        }
+                    },
                 )
 
     def _refresh_pm(self) -> None:

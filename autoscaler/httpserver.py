@@ -55,7 +55,12 @@ class MetricsServer:
             parts = request_line.split()
             method, path = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
             status, content_type, body = self._route(method, path.split("?", 1)[0])
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        except (
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+        ):
             writer.close()
             return
         header = (

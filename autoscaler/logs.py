@@ -64,7 +64,9 @@ class TextFormatter(logging.Formatter):
 class RepeatFilter(logging.Filter):
     """Drop identical lines repeated within a window; count them on the next one let through."""
 
-    def __init__(self, repeat_window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, repeat_window_seconds: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         super().__init__()
         self.window = repeat_window_seconds
         self.clock = clock

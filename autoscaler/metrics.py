@@ -17,19 +17,49 @@ from autoscaler.status.model import PoolSample
 # (metric name, PoolSample field, help text)
 POOL_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("phpfpm_start_since", "start_since_seconds", "Seconds since the pool (re)started."),
-    ("phpfpm_accepted_connections", "accepted_connections_total", "Requests accepted since the pool started (php-fpm 'accepted conn')."),
-    ("phpfpm_listen_queue", "listen_queue", "Requests waiting in the listen backlog; always 0 on unix sockets."),
+    (
+        "phpfpm_accepted_connections",
+        "accepted_connections_total",
+        "Requests accepted since the pool started (php-fpm 'accepted conn').",
+    ),
+    (
+        "phpfpm_listen_queue",
+        "listen_queue",
+        "Requests waiting in the listen backlog; always 0 on unix sockets.",
+    ),
     ("phpfpm_max_listen_queue", "max_listen_queue", "Highest listen queue since the pool started."),
     ("phpfpm_listen_queue_length", "listen_queue_length", "Size of the listen backlog."),
     ("phpfpm_idle_processes", "idle_processes", "Idle workers."),
-    ("phpfpm_active_processes", "active_processes", "Active workers as php-fpm reports them (includes a status request served by the pool)."),
+    (
+        "phpfpm_active_processes",
+        "active_processes",
+        "Active workers as php-fpm reports them (includes a status request served by the pool).",
+    ),
     ("phpfpm_total_processes", "total_processes", "Idle plus active workers."),
-    ("phpfpm_max_active_processes", "max_active_processes", "Highest active workers since the pool started."),
-    ("phpfpm_max_children_reached", "max_children_reached_total", "Times the pool hit pm.max_children since it started."),
-    ("phpfpm_slow_requests", "slow_requests_total", "Requests slower than request_slowlog_timeout since the pool started."),
+    (
+        "phpfpm_max_active_processes",
+        "max_active_processes",
+        "Highest active workers since the pool started.",
+    ),
+    (
+        "phpfpm_max_children_reached",
+        "max_children_reached_total",
+        "Times the pool hit pm.max_children since it started.",
+    ),
+    (
+        "phpfpm_slow_requests",
+        "slow_requests_total",
+        "Requests slower than request_slowlog_timeout since the pool started.",
+    ),
 )
 
-RELOAD_RESULTS = ("success", "validation_failed", "reload_failed", "verification_failed", "rolled_back")
+RELOAD_RESULTS = (
+    "success",
+    "validation_failed",
+    "reload_failed",
+    "verification_failed",
+    "rolled_back",
+)
 
 
 class Metrics:
@@ -38,9 +68,15 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.up = Gauge("phpfpm_up", "1 when the last poll of the pool's status page succeeded.", ["pool"], registry=r)
+        self.up = Gauge(
+            "phpfpm_up",
+            "1 when the last poll of the pool's status page succeeded.",
+            ["pool"],
+            registry=r,
+        )
         self.pool_gauges = {
-            name: (field, Gauge(name, help_text, ["pool"], registry=r)) for name, field, help_text in POOL_GAUGES
+            name: (field, Gauge(name, help_text, ["pool"], registry=r))
+            for name, field, help_text in POOL_GAUGES
         }
         self.busy = Gauge(
             "phpfpm_autoscaler_busy_workers",
@@ -49,7 +85,10 @@ class Metrics:
             registry=r,
         )
         self.max_children = Gauge(
-            "phpfpm_autoscaler_max_children", "pm.max_children currently in force.", ["pool"], registry=r
+            "phpfpm_autoscaler_max_children",
+            "pm.max_children currently in force.",
+            ["pool"],
+            registry=r,
         )
         self.desired = Gauge(
             "phpfpm_autoscaler_desired_max_children",
@@ -64,10 +103,28 @@ class Metrics:
             registry=r,
         )
         self.worker_memory = Gauge(
-            "phpfpm_autoscaler_worker_memory_bytes", "Memory of one worker used for the ceiling.", ["pool", "source"], registry=r
+            "phpfpm_autoscaler_worker_memory_bytes",
+            "Memory of one worker used for the memory ceiling (p90 across workers).",
+            ["pool"],
+            registry=r,
+        )
+        self.memory_limit = Gauge(
+            "phpfpm_autoscaler_memory_limit_bytes",
+            "Memory limit the ceiling is computed from.",
+            ["pool"],
+            registry=r,
+        )
+        self.memory_source = Gauge(
+            "phpfpm_autoscaler_memory_source_info",
+            "Always 1; the labels name where the memory limit and the worker memory came from.",
+            ["pool", "limit_source", "worker_source"],
+            registry=r,
         )
         self.utilization = Gauge(
-            "phpfpm_autoscaler_utilization_ratio", "Busy workers over pm.max_children.", ["pool"], registry=r
+            "phpfpm_autoscaler_utilization_ratio",
+            "Busy workers over pm.max_children.",
+            ["pool"],
+            registry=r,
         )
         self.saturation = Gauge(
             "phpfpm_autoscaler_saturation_ratio",
@@ -76,9 +133,14 @@ class Metrics:
             registry=r,
         )
         self.decisions = Counter(
-            "phpfpm_autoscaler_decisions", "Policy decisions.", ["pool", "direction", "reason"], registry=r
+            "phpfpm_autoscaler_decisions",
+            "Policy decisions.",
+            ["pool", "direction", "reason"],
+            registry=r,
         )
-        self.reloads = Counter("phpfpm_autoscaler_reloads", "php-fpm reloads by result.", ["result"], registry=r)
+        self.reloads = Counter(
+            "phpfpm_autoscaler_reloads", "php-fpm reloads by result.", ["result"], registry=r
+        )
         for result in RELOAD_RESULTS:
             self.reloads.labels(result=result)
         self.reload_duration = Histogram(
@@ -95,10 +157,15 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter(
-            "phpfpm_autoscaler_errors", "Caught errors by pool and stage.", ["pool", "stage"], registry=r
+            "phpfpm_autoscaler_errors",
+            "Caught errors by pool and stage.",
+            ["pool", "stage"],
+            registry=r,
         )
         self.last_tick = Gauge(
-            "phpfpm_autoscaler_last_tick_timestamp_seconds", "Unix time of the last completed tick.", registry=r
+            "phpfpm_autoscaler_last_tick_timestamp_seconds",
+            "Unix time of the last completed tick.",
+            registry=r,
         )
         self.healthy = Gauge(
             "phpfpm_autoscaler_healthy",
@@ -135,7 +202,9 @@ class Metrics:
 
     def record_decision(self, decision: Decision) -> None:
         pool = decision.pool
-        self.decisions.labels(pool=pool, direction=decision.direction.value, reason=decision.reason.value).inc()
+        self.decisions.labels(
+            pool=pool, direction=decision.direction.value, reason=decision.reason.value
+        ).inc()
         if decision.recommendation is not None:
             self.desired.labels(pool=pool).set(decision.recommendation)
         if decision.ceiling is not None:

@@ -154,9 +154,7 @@ class Settings(BaseSettings):
         description="HOST:PORT of the `/metrics` and `/healthz` listener.",
     )
     log_format: LogFormat = Field(default=LogFormat.JSON, description="`json` or `text`.")
-    log_level: str = Field(
-        default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`."
-    )
+    log_level: str = Field(default="INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`.")
 
     # Reload backends (autoscaler/actuator/backends.py).
     systemd_unit: str = Field(
@@ -211,7 +209,9 @@ class Settings(BaseSettings):
     @classmethod
     def _check_urls(cls, value: list[str]) -> list[str]:
         if not value:
-            raise ValueError("no status URI given; set at least one, e.g. tcp://127.0.0.1:9000/status")
+            raise ValueError(
+                "no status URI given; set at least one, e.g. tcp://127.0.0.1:9000/status"
+            )
         # Imported here: the status package imports settings-free code only.
         from autoscaler.status.uri import parse_status_uri
 

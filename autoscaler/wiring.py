@@ -33,9 +33,13 @@ def make_readers(settings: Settings) -> tuple[list[StatusReader], httpx.AsyncCli
     uris = [parse_status_uri(url) for url in settings.status_urls]
     client = None
     if any(not uri.is_fastcgi for uri in uris):
-        client = httpx.AsyncClient(timeout=settings.effective_poll_timeout_seconds, follow_redirects=False)
+        client = httpx.AsyncClient(
+            timeout=settings.effective_poll_timeout_seconds, follow_redirects=False
+        )
     readers = [
-        StatusReader(uri, deadline_seconds=settings.effective_poll_timeout_seconds, http_client=client)
+        StatusReader(
+            uri, deadline_seconds=settings.effective_poll_timeout_seconds, http_client=client
+        )
         for uri in uris
     ]
     return readers, client
@@ -76,11 +80,11 @@ class Agent:
         log.info("agent_starting", extra={"fields": {"settings": settings.public_dict()}})
         metrics = Metrics()
         readers, client = make_readers(settings)
-        config_file = resolve_config_file(settings)
-        config = read_config(config_file)
+        config_file, root = resolve_config_file(settings)
+        config = read_config(config_file, root)
 
         def current_pm() -> dict[str, PmSettings]:
-            fresh = read_config(config_file)
+            fresh = read_config(config_file, root)
             return pm_from_config(fresh) if fresh is not None else {}
 
         controller = Controller(settings, readers, metrics, current_pm=current_pm)
@@ -104,49 +108,65 @@ class Agent:
             await self.client.aclose()
 
 
-def resolve_config_file(settings: Settings) -> Path | None:
-    """php-fpm's main config: the setting, else the path on the master's command line."""
+def resolve_config_file(settings: Settings) -> tuple[Path | None, Path | None]:
+    """Find php-fpm's main config: the setting, else the path on the master's command line.
+
+    Returns the path as the agent can open it, and the folder that stands
+    for php-fpm's ``/`` when the file is read through ``/proc/PID/root``.
+    """
     if settings.fpm_config_file is not None:
         if not settings.fpm_config_file.exists():
             raise ConfigError(
                 f"PHPFPM_AUTOSCALER_FPM_CONFIG_FILE={str(settings.fpm_config_file)!r} does not exist; "
                 "set it to php-fpm's main configuration file or unset it"
             )
-        return settings.fpm_config_file
+        return settings.fpm_config_file, None
     from autoscaler.actuator.process import select_master
 
     try:
         master = select_master(pid_file=str(settings.pid_file) if settings.pid_file else None)
     except AutoscalerError as exc:
         log.warning("master_not_found", extra={"fields": {"error": str(exc)}})
-        return None
+        return None, None
     if master.config_path is None:
-        return None
-    direct = Path(master.config_path)
-    if direct.exists():
-        return direct
+        return None, None
     # A sidecar sharing the pod's process namespace sees php-fpm's files
-    # under /proc/PID/root when it may read them.
-    through_proc = Path(f"/proc/{master.pid}/root") / master.config_path.lstrip("/")
-    if through_proc.exists():
-        return through_proc
+    # under /proc/PID/root when it runs as the master's user (the kernel's
+    # ptrace read check guards that link); try that first, because the same
+    # path in the agent's own file system may be another file.
+    root = Path(f"/proc/{master.pid}/root")
+    through_proc = root / master.config_path.lstrip("/")
+    try:
+        if through_proc.is_file() and not root.resolve() == Path("/"):
+            return through_proc, root
+    except OSError:
+        pass
+    direct = Path(master.config_path)
+    if direct.is_file():
+        return direct, None
     log.warning(
         "config_not_readable",
-        extra={"fields": {"path": master.config_path, "fix": "set PHPFPM_AUTOSCALER_FPM_CONFIG_FILE"}},
+        extra={
+            "fields": {"path": master.config_path, "fix": "set PHPFPM_AUTOSCALER_FPM_CONFIG_FILE"}
+        },
     )
-    return None
+    return None, None
 
 
-def read_config(config_file: Path | None) -> FpmConfig | None:
+def read_config(config_file: Path | None, root: Path | None = None) -> FpmConfig | None:
     if config_file is None:
         return None
     try:
-        config = load_fpm_config(config_file)
+        config = load_fpm_config(config_file, root=root)
     except ConfigError as exc:
-        log.error("config_read_failed", extra={"fields": {"path": str(config_file), "error": str(exc)}})
+        log.error(
+            "config_read_failed", extra={"fields": {"path": str(config_file), "error": str(exc)}}
+        )
         return None
     for warning in config.warnings:
-        log.debug("config_warning", extra={"fields": {"path": str(config_file), "warning": warning}})
+        log.debug(
+            "config_warning", extra={"fields": {"path": str(config_file), "warning": warning}}
+        )
     return config
 
 
@@ -164,21 +184,34 @@ def build_applier(
 
         async def tester_call() -> list[str]:
             result = await run_config_test(binary, str(config_file))
-            return [] if result.ok else result.messages or [f"php-fpm -t exited with {result.exit_code}"]
+            return (
+                []
+                if result.ok
+                else result.messages or [f"php-fpm -t exited with {result.exit_code}"]
+            )
 
         tester = tester_call
     else:
         log.warning(
             "config_test_unavailable",
-            extra={"fields": {"binary": binary, "config_file": str(config_file) if config_file else None,
-                              "effect": "candidates are checked by the built-in pm rules only"}},
+            extra={
+                "fields": {
+                    "binary": binary,
+                    "config_file": str(config_file) if config_file else None,
+                    "effect": "candidates are checked by the built-in pm rules only",
+                }
+            },
         )
     drain = config.global_config.process_control_timeout_seconds if config else 0.0
     if config is not None and drain == 0:
         log.warning(
             "reload_cuts_requests",
-            extra={"fields": {"process_control_timeout": 0,
-                              "fix": "set process_control_timeout = 10s in php-fpm's [global] section"}},
+            extra={
+                "fields": {
+                    "process_control_timeout": 0,
+                    "fix": "set process_control_timeout = 10s in php-fpm's [global] section",
+                }
+            },
         )
     verify_seconds = max(settings.reload_verify_timeout_seconds, drain + VERIFY_MARGIN_SECONDS)
     return Applier(

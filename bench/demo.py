@@ -19,23 +19,43 @@ from typing import Any
 from tests.agent import AgentProcess, agent_env, drive_load
 from tests.fpm import FpmServer, PoolSpec
 
-SHOWN_EVENTS = {"agent_starting", "controller_started", "scaled", "reload_succeeded", "reload_failed",
-                "rolled_back", "poll_failed", "controller_stopped"}
+SHOWN_EVENTS = {
+    "agent_starting",
+    "controller_started",
+    "scaled",
+    "reload_succeeded",
+    "reload_failed",
+    "rolled_back",
+    "poll_failed",
+    "controller_stopped",
+}
 
 
 def show(entry: dict[str, Any]) -> None:
     event = entry.get("event")
     if event == "decision" and entry.get("direction") != "hold":
-        print(f"  agent: decision {entry['current']} -> {entry['target']} ({entry['reason']})", flush=True)
+        print(
+            f"  agent: decision {entry['current']} -> {entry['target']} ({entry['reason']})",
+            flush=True,
+        )
     elif event in SHOWN_EVENTS:
-        fields = {k: v for k, v in entry.items() if k not in ("time", "level", "logger", "event", "settings")}
+        fields = {
+            k: v
+            for k, v in entry.items()
+            if k not in ("time", "level", "logger", "event", "settings")
+        }
         print(f"  agent: {event} {fields}", flush=True)
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="phpfpm-autoscaler-demo-") as directory:
-        pool = PoolSpec(max_children=2, start_servers=1, min_spare_servers=1, max_spare_servers=1,
-                        status_listen=True)
+        pool = PoolSpec(
+            max_children=2,
+            start_servers=1,
+            min_spare_servers=1,
+            max_spare_servers=1,
+            status_listen=True,
+        )
         fpm = FpmServer(Path(directory), [pool], process_control_timeout="10s")
         fpm.start()
         print(f"php-fpm started (pid {fpm.pid}) in {directory}: pool www, pm.max_children = 2")
@@ -45,20 +65,36 @@ def main() -> None:
             time.sleep(3)
             print("load: 16 clients, 2-second requests, 4 each")
             results: list[tuple[int, bytes]] = []
-            loader = threading.Thread(target=lambda: results.extend(asyncio.run(
-                drive_load(fpm, concurrency=16, seconds_per_request=2, requests_per_client=4))))
+            loader = threading.Thread(
+                target=lambda: results.extend(
+                    asyncio.run(
+                        drive_load(
+                            fpm, concurrency=16, seconds_per_request=2, requests_per_client=4
+                        )
+                    )
+                )
+            )
             loader.start()
             while loader.is_alive():
-                print(f"  /metrics: phpfpm_autoscaler_max_children = "
-                      f"{agent.metric_value('phpfpm_autoscaler_max_children', pool='www')}, busy = "
-                      f"{agent.metric_value('phpfpm_autoscaler_busy_workers', pool='www')}", flush=True)
+                print(
+                    f"  /metrics: phpfpm_autoscaler_max_children = "
+                    f"{agent.metric_value('phpfpm_autoscaler_max_children', pool='www')}, busy = "
+                    f"{agent.metric_value('phpfpm_autoscaler_busy_workers', pool='www')}",
+                    flush=True,
+                )
                 loader.join(timeout=2)
-            complete = sum(1 for status, body in results if status == 200 and body.endswith(b"END\n"))
+            complete = sum(
+                1 for status, body in results if status == 200 and body.endswith(b"END\n")
+            )
             print(f"load done: {complete}/{len(results)} requests complete with their full body")
             print("waiting for the scale-down after the stabilization window (15 s here)...")
-            agent.wait_for(lambda: agent.metric_value("phpfpm_autoscaler_max_children", pool="www") == 2.0, 60)
-            print(f"  /metrics: phpfpm_autoscaler_max_children = "
-                  f"{agent.metric_value('phpfpm_autoscaler_max_children', pool='www')}")
+            agent.wait_for(
+                lambda: agent.metric_value("phpfpm_autoscaler_max_children", pool="www") == 2.0, 60
+            )
+            print(
+                f"  /metrics: phpfpm_autoscaler_max_children = "
+                f"{agent.metric_value('phpfpm_autoscaler_max_children', pool='www')}"
+            )
             print("override file written by the agent:\n" + fpm.override.read_text())
         finally:
             code = agent.stop()

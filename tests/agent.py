@@ -47,8 +47,14 @@ def agent_env(fpm: FpmServer, pool: str = "www", **overrides: object) -> dict[st
 class AgentProcess:
     """The agent in a child process; its JSON log lines are collected as they arrive."""
 
-    def __init__(self, env: Mapping[str, str], *, echo: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.env = {key: value for key, value in os.environ.items() if not key.startswith("PHPFPM_AUTOSCALER_")}
+    def __init__(
+        self, env: Mapping[str, str], *, echo: Callable[[dict[str, Any]], None] | None = None
+    ) -> None:
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("PHPFPM_AUTOSCALER_")
+        }
         self.env.update(env)
         self.env["PYTHONUNBUFFERED"] = "1"
         self.echo = echo
@@ -128,7 +134,12 @@ class AgentProcess:
 
 
 async def drive_load(
-    fpm: FpmServer, *, concurrency: int, seconds_per_request: float, requests_per_client: int, pool: str = "www"
+    fpm: FpmServer,
+    *,
+    concurrency: int,
+    seconds_per_request: float,
+    requests_per_client: int,
+    pool: str = "www",
 ) -> list[tuple[int, bytes]]:
     """Send requests from ``concurrency`` clients in parallel; return (status, body) of each."""
 

@@ -39,7 +39,15 @@ def fpm_factory(tmp_path: Path) -> Iterator[Callable[..., FpmServer]]:
 def fpm(fpm_factory: Callable[..., FpmServer]) -> FpmServer:
     """One php-fpm with pool ``www`` on TCP and pool ``sock`` on a unix socket."""
     return fpm_factory(
-        PoolSpec(name="www", max_children=3, start_servers=1, min_spare_servers=1, max_spare_servers=2),
-        PoolSpec(name="sock", listen="unix", max_children=2, start_servers=1, min_spare_servers=1,
-                 max_spare_servers=1),
+        PoolSpec(
+            name="www", max_children=3, start_servers=1, min_spare_servers=1, max_spare_servers=2
+        ),
+        PoolSpec(
+            name="sock",
+            listen="unix",
+            max_children=2,
+            start_servers=1,
+            min_spare_servers=1,
+            max_spare_servers=1,
+        ),
     )

@@ -248,5 +248,7 @@ class FpmServer:
             params, host="127.0.0.1", port=spec.port, timeout_seconds=timeout_seconds
         )
 
-    def request_sync(self, script: str = "/work.php", query: str = "", **kwargs: object) -> FastCGIResponse:
+    def request_sync(
+        self, script: str = "/work.php", query: str = "", **kwargs: object
+    ) -> FastCGIResponse:
         return asyncio.run(self.request(script, query, **kwargs))  # type: ignore[arg-type]

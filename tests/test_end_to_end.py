@@ -36,7 +36,9 @@ def load_in_background(fpm: FpmServer, **kwargs: object) -> tuple[threading.Thre
 
 
 def small_pool() -> PoolSpec:
-    return PoolSpec(name="www", max_children=2, start_servers=1, min_spare_servers=1, max_spare_servers=1)
+    return PoolSpec(
+        name="www", max_children=2, start_servers=1, min_spare_servers=1, max_spare_servers=1
+    )
 
 
 @pytest.fixture
@@ -55,9 +57,13 @@ def test_auto_scales_up_under_load_and_back_down(
     agent = AgentProcess(agent_env(fpm))
     agents.append(agent)
     agent.start()
-    assert agent.wait_for(lambda: bool(agent.events("decision")) or bool(agent.events("controller_started")), 20), agent.raw
+    assert agent.wait_for(
+        lambda: bool(agent.events("decision")) or bool(agent.events("controller_started")), 20
+    ), agent.raw
 
-    thread, results = load_in_background(fpm, concurrency=12, seconds_per_request=3, requests_per_client=2)
+    thread, results = load_in_background(
+        fpm, concurrency=12, seconds_per_request=3, requests_per_client=2
+    )
     scaled_up = agent.wait_for(
         lambda: any(e.get("to", 0) > 2 for e in agent.events("scaled")), timeout_seconds=40
     )
@@ -75,12 +81,13 @@ def test_auto_scales_up_under_load_and_back_down(
     assert fpm.alive()
     raised = max(e["to"] for e in agent.events("scaled"))
     assert raised > 2
-    assert f"pm.max_children = " in fpm.override.read_text()
+    assert "pm.max_children = " in fpm.override.read_text()
     assert fpm.test_config().returncode == 0
 
     # Load is over: after the short stabilization window it returns to the minimum.
     back_down = agent.wait_for(
-        lambda: agent.metric_value("phpfpm_autoscaler_max_children", pool="www") == 2.0, timeout_seconds=90
+        lambda: agent.metric_value("phpfpm_autoscaler_max_children", pool="www") == 2.0,
+        timeout_seconds=90,
     )
     assert back_down, "".join(agent.raw[-30:])
     assert "pm.max_children = 2" in fpm.override.read_text()
@@ -97,9 +104,12 @@ def test_recommend_mode_leaves_php_fpm_alone(
     agent = AgentProcess(agent_env(fpm, mode="recommend"))
     agents.append(agent)
     agent.start()
-    thread, results = load_in_background(fpm, concurrency=8, seconds_per_request=2, requests_per_client=1)
+    thread, results = load_in_background(
+        fpm, concurrency=8, seconds_per_request=2, requests_per_client=1
+    )
     recommended = agent.wait_for(
-        lambda: any(e.get("direction") == "up" for e in agent.events("decision")), timeout_seconds=30
+        lambda: any(e.get("direction") == "up" for e in agent.events("decision")),
+        timeout_seconds=30,
     )
     thread.join(timeout=60)
     assert recommended, "".join(agent.raw[-30:])
@@ -120,7 +130,9 @@ def test_unreachable_status_page_keeps_pool_size(
     agents.append(agent)
     agent.start()
     assert agent.wait_for(lambda: len(agent.events("poll_failed")) >= 1, 20), "".join(agent.raw)
-    assert agent.wait_for(lambda: agent.metric_value("phpfpm_up", pool="tcp://127.0.0.1:9/status") == 0.0, 10)
+    assert agent.wait_for(
+        lambda: agent.metric_value("phpfpm_up", pool="tcp://127.0.0.1:9/status") == 0.0, 10
+    )
     assert not fpm.override.exists()
     assert agent.events("poll_failed")[0]["failure"] == "connect"
 
@@ -151,11 +163,19 @@ def test_403_is_reported_as_configuration_error(
         ("PHPFPM_AUTOSCALER_MIN_CHILDREN", "abc", "PHPFPM_AUTOSCALER_MIN_CHILDREN='abc'"),
         ("PHPFPM_AUTOSCALER_MODE", "turbo", "PHPFPM_AUTOSCALER_MODE='turbo'"),
         ("PHPFPM_AUTOSCALER_STATUS_URLS", "ftp://x/status", "unknown scheme"),
-        ("PHPFPM_AUTOSCALER_TARGET_UTILIZATION", "1.5", "PHPFPM_AUTOSCALER_TARGET_UTILIZATION='1.5'"),
+        (
+            "PHPFPM_AUTOSCALER_TARGET_UTILIZATION",
+            "1.5",
+            "PHPFPM_AUTOSCALER_TARGET_UTILIZATION='1.5'",
+        ),
     ],
 )
 def test_invalid_setting_exits_2(variable: str, value: str, expected: str, tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "PHPFPM_AUTOSCALER_OVERRIDE_FILE": str(tmp_path / "o.conf"), variable: value}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PHPFPM_AUTOSCALER_OVERRIDE_FILE": str(tmp_path / "o.conf"),
+        variable: value,
+    }
     result = subprocess.run(
         [sys.executable, "-m", "autoscaler", "run"],
         env=env,

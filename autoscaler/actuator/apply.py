@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from autoscaler.actuator.override import read_override, render_override, write_atomically
 from autoscaler.errors import ApplyError, ReloadError, ValidationError, VerificationError
 from autoscaler.fpmconfig.rules import PmSettings, validate_pm
-from autoscaler.actuator.override import read_override, render_override, write_atomically
 
 log = logging.getLogger("autoscaler.actuator")
 
@@ -94,7 +94,9 @@ class Applier:
         if content == previous:
             return ApplyResult("unchanged", 0.0)
 
-        problems = [f"[{name}] {message}" for name, pm in pools.items() for message in validate_pm(pm)]
+        problems = [
+            f"[{name}] {message}" for name, pm in pools.items() for message in validate_pm(pm)
+        ]
         if problems:
             log.error("override_rejected", extra={"fields": {"problems": problems}})
             return self._result("validation_failed", started, "; ".join(problems))
@@ -160,10 +162,14 @@ class Applier:
                 )
             await self.sleep(self.verify_poll_seconds)
 
-    async def _roll_back(self, previous: str | None, error: ApplyError, started: float) -> ApplyResult:
+    async def _roll_back(
+        self, previous: str | None, error: ApplyError, started: float
+    ) -> ApplyResult:
         log.error(
             "reload_failed",
-            extra={"fields": {"backend": self.reloader.name, "stage": error.stage, "error": str(error)}},
+            extra={
+                "fields": {"backend": self.reloader.name, "stage": error.stage, "error": str(error)}
+            },
         )
         self._restore(previous)
         if self.reloader.master() is None:
@@ -183,10 +189,14 @@ class Applier:
         try:
             before = await self.read_start_times()
             await self.reloader.reload()
-            await self._verify(before, [name for name, value in before.items() if value is not None])
+            await self._verify(
+                before, [name for name, value in before.items() if value is not None]
+            )
         except (ReloadError, VerificationError) as exc:
             log.critical("rollback_failed", extra={"fields": {"error": str(exc)}})
-            return self._result("reload_failed", started, f"{error}; rollback: {exc}", fpm_down=True)
+            return self._result(
+                "reload_failed", started, f"{error}; rollback: {exc}", fpm_down=True
+            )
         log.warning("rolled_back", extra={"fields": {"error": str(error)}})
         return self._result("rolled_back", started, str(error))
 
@@ -197,5 +207,7 @@ class Applier:
         except ApplyError as exc:
             log.critical("override_restore_failed", extra={"fields": {"error": str(exc)}})
 
-    def _result(self, result: str, started: float, message: str, *, fpm_down: bool = False) -> ApplyResult:
+    def _result(
+        self, result: str, started: float, message: str, *, fpm_down: bool = False
+    ) -> ApplyResult:
         return ApplyResult(result, self.clock() - started, message, fpm_down)

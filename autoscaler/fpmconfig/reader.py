@@ -142,8 +142,14 @@ def load_fpm_config(
     *,
     prefix: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> FpmConfig:
     """Read the main file and everything it includes into the effective configuration.
+
+    ``root`` is the folder that php-fpm's ``/`` is at, as seen by the agent:
+    ``/proc/PID/root`` for a master in another container of the same pod.
+    Absolute include patterns are looked up under it; ``path`` must already
+    include it.
 
     ``prefix`` is php-fpm's ``-p`` value. Without it, a relative include is
     resolved against the folder above the main file's folder, which is the
@@ -161,16 +167,23 @@ def load_fpm_config(
         Path(path),
         prefix=None if prefix is None else Path(prefix),
         environ=environ,
+        root=None if root is None else Path(root),
     )
     return reader.read()
 
 
 class _Reader:
     def __init__(
-        self, main_path: Path, *, prefix: Path | None, environ: Mapping[str, str] | None
+        self,
+        main_path: Path,
+        *,
+        prefix: Path | None,
+        environ: Mapping[str, str] | None,
+        root: Path | None = None,
     ) -> None:
         self.main_path = main_path
         self.prefix = prefix
+        self.root = root
         self.environ = environ
         self.global_section = _Section(GLOBAL_SECTION)
         self.pools: dict[str, _Section] = {}  # lower-case name to section
@@ -389,6 +402,8 @@ class _Reader:
 
     def _include(self, pattern: str, source: Source, *, depth: int) -> None:
         resolved = pattern if os.path.isabs(pattern) else str(self._prefix_for(pattern) / pattern)
+        if self.root is not None:
+            resolved = str(self.root / resolved.lstrip("/"))
         self._check_glob_folder(pattern, resolved, source)
         matches = sorted(glob.glob(resolved))
         files = [match for match in matches if not os.path.isdir(match)]

@@ -80,13 +80,19 @@ def decide(
     peak = peak_demand(state, settings, now_seconds)
     inputs.update(peak_demand=peak, saturated=saturated, saturation_evidence=why)
     if peak is None and not saturated:
-        return hold(Reason.NO_DATA, f"no usable sample in the last {settings.decision_window_seconds:g} s")
+        return hold(
+            Reason.NO_DATA, f"no usable sample in the last {settings.decision_window_seconds:g} s"
+        )
 
     desired, reason = desire(peak, current, saturated, latest, settings)
     recommendation, bound_reason = clamp(desired, settings, ceiling)
     if bound_reason is not None:
         reason = bound_reason
-    common = {"desired_unclamped": desired, "recommendation": recommendation, "saturated": saturated}
+    common = {
+        "desired_unclamped": desired,
+        "recommendation": recommendation,
+        "saturated": saturated,
+    }
 
     def verdict(target: int, why_reason: Reason, message: str) -> Decision:
         return Decision(
@@ -113,7 +119,9 @@ def decide(
         target, step_reason = limit_scale_up(target, current, settings)
         reason = step_reason or reason
         if not saturated and within_tolerance(target, current, settings):
-            return verdict(current, Reason.WITHIN_TOLERANCE, f"{target} is within tolerance of {current}")
+            return verdict(
+                current, Reason.WITHIN_TOLERANCE, f"{target} is within tolerance of {current}"
+            )
     else:
         frozen = scale_down_frozen(state, settings, now_seconds)
         if frozen is not None:
@@ -121,13 +129,17 @@ def decide(
         stabilized = stabilize(state, recommendation, settings, now_seconds)
         inputs["stabilized"] = stabilized
         if stabilized is None:
-            return verdict(current, Reason.STABILIZING, "less history than one stabilization window")
+            return verdict(
+                current, Reason.STABILIZING, "less history than one stabilization window"
+            )
         if stabilized >= current:
             return verdict(current, Reason.STABILIZING, f"stabilization window holds {current}")
         if stabilized > target:
             target, reason = stabilized, Reason.STABILIZING
         if within_tolerance(target, current, settings):
-            return verdict(current, Reason.WITHIN_TOLERANCE, f"{target} is within tolerance of {current}")
+            return verdict(
+                current, Reason.WITHIN_TOLERANCE, f"{target} is within tolerance of {current}"
+            )
         target, step_reason = limit_scale_down(target, current, settings)
         reason = step_reason or reason
 
@@ -198,16 +210,21 @@ def clamp(desired: int, settings: PolicySettings, ceiling: int) -> tuple[int, Re
     return desired, None
 
 
-def limit_scale_up(target: int, current: int, settings: PolicySettings) -> tuple[int, Reason | None]:
+def limit_scale_up(
+    target: int, current: int, settings: PolicySettings
+) -> tuple[int, Reason | None]:
     allowed = max(
-        math.ceil(current * (1 + settings.scale_up_max_ratio)), current + settings.scale_up_max_workers
+        math.ceil(current * (1 + settings.scale_up_max_ratio)),
+        current + settings.scale_up_max_workers,
     )
     if target > allowed:
         return allowed, Reason.STEP_LIMIT
     return target, None
 
 
-def limit_scale_down(target: int, current: int, settings: PolicySettings) -> tuple[int, Reason | None]:
+def limit_scale_down(
+    target: int, current: int, settings: PolicySettings
+) -> tuple[int, Reason | None]:
     allowed = min(current - 1, math.floor(current * (1 - settings.scale_down_max_ratio)))
     if target < allowed:
         return allowed, Reason.STEP_LIMIT
@@ -219,7 +236,9 @@ def within_tolerance(target: int, current: int, settings: PolicySettings) -> boo
     return abs(target / current - 1.0) <= settings.tolerance_ratio + 1e-9
 
 
-def scale_down_frozen(state: PoolState, settings: PolicySettings, now_seconds: float) -> Reason | None:
+def scale_down_frozen(
+    state: PoolState, settings: PolicySettings, now_seconds: float
+) -> Reason | None:
     """A failed or implausible poll in the decision window blocks any scale-down."""
     horizon = now_seconds - settings.decision_window_seconds
     recent = [o for o in state.observations if o.at_seconds >= horizon]

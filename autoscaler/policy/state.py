@@ -39,7 +39,9 @@ class PoolState:
             first_seen = observation.at_seconds
         return replace(self, observations=kept + (observation,), first_seen_seconds=first_seen)
 
-    def remember(self, decision: Decision, now_seconds: float, settings: PolicySettings) -> PoolState:
+    def remember(
+        self, decision: Decision, now_seconds: float, settings: PolicySettings
+    ) -> PoolState:
         """Store the decision's recommendation for the stabilization window, decay the penalty."""
         state = self._decayed(now_seconds, settings)
         horizon = now_seconds - state.stabilization_seconds(settings)
@@ -48,7 +50,9 @@ class PoolState:
             kept += ((now_seconds, decision.recommendation),)
         return replace(state, recommendations=kept)
 
-    def applied(self, decision: Decision, now_seconds: float, settings: PolicySettings) -> PoolState:
+    def applied(
+        self, decision: Decision, now_seconds: float, settings: PolicySettings
+    ) -> PoolState:
         """Record a reload that applied ``decision``; a quick reversal raises the penalty."""
         state = replace(self, last_reload_seconds=now_seconds)
         if decision.direction is Direction.DOWN:
@@ -56,7 +60,9 @@ class PoolState:
         if decision.direction is Direction.UP and self.last_scale_down_seconds is not None:
             since_down = now_seconds - self.last_scale_down_seconds
             if since_down < self.stabilization_seconds(settings) * 2:
-                penalty = min(settings.flap_penalty_max, self.flap_penalty * settings.flap_penalty_factor)
+                penalty = min(
+                    settings.flap_penalty_max, self.flap_penalty * settings.flap_penalty_factor
+                )
                 return replace(state, flap_penalty=penalty, penalty_changed_seconds=now_seconds)
         return state
 

@@ -63,8 +63,10 @@ def encode_params(params: Mapping[str, str]) -> bytes:
 
 def _record(record_type: int, content: bytes) -> bytes:
     padding = -len(content) % 8
-    return HEADER.pack(FCGI_VERSION, record_type, REQUEST_ID, len(content), padding) + content + (
-        b"\0" * padding
+    return (
+        HEADER.pack(FCGI_VERSION, record_type, REQUEST_ID, len(content), padding)
+        + content
+        + (b"\0" * padding)
     )
 
 

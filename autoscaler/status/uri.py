@@ -7,7 +7,9 @@ from urllib.parse import urlsplit
 
 from autoscaler.errors import ConfigError
 
-EXAMPLES = "tcp://127.0.0.1:9000/status, unix:///run/php/php-fpm.sock;/status or http://127.0.0.1/status"
+EXAMPLES = (
+    "tcp://127.0.0.1:9000/status, unix:///run/php/php-fpm.sock;/status or http://127.0.0.1/status"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +63,15 @@ def parse_status_uri(raw: str) -> StatusURI:
         try:
             port = parts.port
         except ValueError as exc:
-            raise ConfigError(f"status URI {raw!r} has an invalid port; expected {EXAMPLES}") from exc
+            raise ConfigError(
+                f"status URI {raw!r} has an invalid port; expected {EXAMPLES}"
+            ) from exc
         if not parts.hostname:
             raise ConfigError(f"status URI {raw!r} has no host; expected {EXAMPLES}")
         if scheme == "tcp" and port is None:
-            raise ConfigError(f"status URI {raw!r} has no port; expected tcp://127.0.0.1:9000/status")
+            raise ConfigError(
+                f"status URI {raw!r} has no port; expected tcp://127.0.0.1:9000/status"
+            )
         path = parts.path or "/status"
         if parts.query:
             raise ConfigError(

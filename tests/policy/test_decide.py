@@ -36,17 +36,33 @@ def feed(observations: list[Observation], settings: PolicySettings = FAST) -> Po
     return state
 
 
-def steady(busy: int, *, start: float = 0, seconds: int = 120, total: int | None = None,
-           idle: int | None = None, queue: int | None = 0) -> list[Observation]:
+def steady(
+    busy: int,
+    *,
+    start: float = 0,
+    seconds: int = 120,
+    total: int | None = None,
+    idle: int | None = None,
+    queue: int | None = 0,
+) -> list[Observation]:
     return [
-        Observation(at_seconds=start + t, busy=busy, idle=idle if idle is not None else 1,
-                    total=total if total is not None else busy + 1, queue=queue)
+        Observation(
+            at_seconds=start + t,
+            busy=busy,
+            idle=idle if idle is not None else 1,
+            total=total if total is not None else busy + 1,
+            queue=queue,
+        )
         for t in range(seconds)
     ]
 
 
-def run_ticks(observations: list[Observation], current: int, settings: PolicySettings = FAST,
-              budget: MemoryBudget | None = None):
+def run_ticks(
+    observations: list[Observation],
+    current: int,
+    settings: PolicySettings = FAST,
+    budget: MemoryBudget | None = None,
+):
     """Run decide on every observation as the controller does, applying each change."""
     state = PoolState()
     decisions = []
@@ -120,7 +136,11 @@ CASES = [
     Case(
         "max children reached rising is saturation",
         4,
-        [Observation(at_seconds=0, busy=2, idle=2, total=4, queue=0, max_children_reached_increase=1)],
+        [
+            Observation(
+                at_seconds=0, busy=2, idle=2, total=4, queue=0, max_children_reached_increase=1
+            )
+        ],
         6,
         Reason.SATURATED,
     ),
@@ -152,8 +172,12 @@ CASES = [
         11,
         Reason.MEMORY_CEILING,
         budget=MemoryBudget(
-            limit_bytes=1100 * 2**20, limit_source="test", reserve_bytes=0,
-            worker_bytes=100 * 2**20, worker_source="test", margin_ratio=0.0,
+            limit_bytes=1100 * 2**20,
+            limit_source="test",
+            reserve_bytes=0,
+            worker_bytes=100 * 2**20,
+            worker_source="test",
+            margin_ratio=0.0,
         ),
     ),
     Case(
@@ -163,18 +187,34 @@ CASES = [
         10,
         Reason.MEMORY_CEILING,
         budget=MemoryBudget(
-            limit_bytes=1000 * 2**20, limit_source="test", reserve_bytes=0,
-            worker_bytes=100 * 2**20, worker_source="test", margin_ratio=0.0,
+            limit_bytes=1000 * 2**20,
+            limit_source="test",
+            reserve_bytes=0,
+            worker_bytes=100 * 2**20,
+            worker_source="test",
+            margin_ratio=0.0,
         ),
     ),
-    Case("small change within tolerance", 10, steady(8, seconds=3, idle=2, total=10), 10,
-         Reason.WITHIN_TOLERANCE),
+    Case(
+        "small change within tolerance",
+        10,
+        steady(8, seconds=3, idle=2, total=10),
+        10,
+        Reason.WITHIN_TOLERANCE,
+    ),
     Case("fresh agent does not scale down", 20, steady(1, seconds=30), 20, Reason.STABILIZING),
-    Case("idle pool after a full window scales down by half", 20, steady(1, seconds=120), 10, Reason.STEP_LIMIT),
+    Case(
+        "idle pool after a full window scales down by half",
+        20,
+        steady(1, seconds=120),
+        10,
+        Reason.STEP_LIMIT,
+    ),
     Case(
         "implausible sample freezes scale down",
         20,
-        steady(1, seconds=119) + [Observation(at_seconds=119, busy=1, idle=1, total=2, queue=0, implausible=True)],
+        steady(1, seconds=119)
+        + [Observation(at_seconds=119, busy=1, idle=1, total=2, queue=0, implausible=True)],
         20,
         Reason.IMPLAUSIBLE,
     ),
@@ -182,7 +222,10 @@ CASES = [
         "timeout in window freezes scale down",
         20,
         steady(1, seconds=118)
-        + [Observation(at_seconds=118, failure=Failure.CONNECT), Observation(at_seconds=119, busy=1, idle=1, total=2, queue=0)],
+        + [
+            Observation(at_seconds=118, failure=Failure.CONNECT),
+            Observation(at_seconds=119, busy=1, idle=1, total=2, queue=0),
+        ],
         20,
         Reason.NO_DATA,
     ),
@@ -212,23 +255,40 @@ def test_spike_then_quiet_scales_up_fast_and_down_slowly() -> None:
 
 
 def test_slow_ramp_tracks_demand_within_step_limits() -> None:
-    ramp = [Observation(at_seconds=t, busy=1 + t // 10, idle=1, total=2 + t // 10, queue=0) for t in range(200)]
+    ramp = [
+        Observation(at_seconds=t, busy=1 + t // 10, idle=1, total=2 + t // 10, queue=0)
+        for t in range(200)
+    ]
     decisions, final = run_ticks(ramp, current=2)
     assert final >= ramp[-1].busy
     for decision in decisions:
         if decision.direction is Direction.UP:
             assert decision.current is not None
-            assert decision.target <= max(2 * decision.current, decision.current + FAST.scale_up_max_workers)
+            assert decision.target <= max(
+                2 * decision.current, decision.current + FAST.scale_up_max_workers
+            )
 
 
 def test_oscillation_reloads_are_bounded() -> None:
-    settings = PolicySettings(min_children=2, max_children=40, scale_down_stabilization_seconds=60,
-                              min_reload_interval_seconds=30, decision_window_seconds=5)
+    settings = PolicySettings(
+        min_children=2,
+        max_children=40,
+        scale_down_stabilization_seconds=60,
+        min_reload_interval_seconds=30,
+        decision_window_seconds=5,
+    )
     observations = []
     for t in range(1200):
         busy = 12 if (t // 45) % 2 == 0 else 1
-        observations.append(Observation(at_seconds=t, busy=busy, idle=0 if busy == 12 else 3,
-                                        total=busy + (0 if busy == 12 else 3), queue=0))
+        observations.append(
+            Observation(
+                at_seconds=t,
+                busy=busy,
+                idle=0 if busy == 12 else 3,
+                total=busy + (0 if busy == 12 else 3),
+                queue=0,
+            )
+        )
     decisions, _ = run_ticks(observations, current=4, settings=settings)
     reloads = sum(1 for d in decisions if d.changes)
     # 20 minutes of a 90 s square wave: the stabilization window and its flap
