@@ -124,7 +124,7 @@ async def test_saturated_pool_times_out(fpm_factory: Callable[..., FpmServer]) -
             await read_once(server.status_url(), deadline_seconds=0.3)
         assert caught.value.saturation_hint is True
         assert caught.value.url == server.status_url()
-        # pm.status_listen still answers while the pool is saturated.
+        # pm.status_listen still replies while the pool is saturated.
         sample = await read_once(server.status_url(via_status_listen=True), deadline_seconds=1.0)
         assert sample.busy_workers == 1
         assert sample.idle_processes == 0
