@@ -127,27 +127,34 @@ class StatusReader:
         return replace(sample, poll_duration_seconds=loop.time() - started)
 
     async def _read_any_format(self, deadline: float) -> PoolSample:
+        reply = await self._fetch_checked(JSON_QUERY, deadline)
         try:
-            return await self._read_format(JSON_QUERY, deadline)
+            return self._parse(reply)
         except StatusParseError as json_error:
+            # Only a 200 reply that is not readable JSON gets here: a status code
+            # that means an error was raised by _fetch_checked and is not retried.
             if not self._fallback_logged:
                 self._fallback_logged = True
                 log.warning(
                     "status_json_unreadable",
                     extra={"fields": {"url": self.uri.raw, "error": str(json_error)}},
                 )
+            text_reply = await self._fetch_checked(TEXT_QUERY, deadline)
             try:
-                return await self._read_format(TEXT_QUERY, deadline)
+                return self._parse(text_reply)
             except StatusParseError as text_error:
                 raise StatusParseError(
                     f"{json_error}; the plain format failed too: {text_error}", url=self.uri.raw
                 ) from text_error
 
-    async def _read_format(self, query: str, deadline: float) -> PoolSample:
+    async def _fetch_checked(self, query: str, deadline: float) -> _Reply:
         reply = await self._fetch_with_retries(query, deadline)
         check_reply_status(
             reply.status_code, reply.body, status_path=self.uri.path, url=self.uri.raw
         )
+        return reply
+
+    def _parse(self, reply: _Reply) -> PoolSample:
         return parse_status(
             reply.body,
             content_type=reply.content_type,

@@ -318,6 +318,14 @@ async def test_http_timeout_not_retried(http_reader: StatusReader) -> None:
     assert route.call_count == 1
 
 
+async def test_http_error_status_not_retried_as_plain(http_reader: StatusReader) -> None:
+    with respx.mock() as router:
+        route = status_route(router).respond(500, content=b"<html>Internal error</html>")
+        with pytest.raises(StatusParseError, match="status 500"):
+            await http_reader.read()
+    assert route.call_count == 1
+
+
 async def test_http_owned_client_closed() -> None:
     reader = StatusReader(parse_status_uri(HTTP_URI), deadline_seconds=1.0)
     client = reader._client
