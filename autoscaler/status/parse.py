@@ -4,19 +4,19 @@ Reads the JSON format (``?json``, ``?json&full``) and the plain text format
 (no query, ``?full``). Raw php-fpm keys are mapped to field names in two
 tables, ``POOL_FIELDS`` and ``WORKER_FIELDS``, and nowhere else. A key that
 is missing stays ``None`` (unknown, never 0) and unknown keys are ignored,
-because the field set differs by PHP version (no ``slow requests`` before
-5.4, ``memory peak`` from 8.4).
+because the field set differs by PHP version (PHP 5.3 has no
+``slow requests``, PHP 8.4 adds ``memory peak``).
 
-php-fpm before 7.x wrote ``request uri``, ``user`` and ``script`` into the
-JSON without escaping them, so a quote, a backslash or a newline in a URI
-makes the page invalid JSON. Such a page is repaired entry by entry: the
+Older php-fpm versions wrote ``request uri``, ``user`` and ``script`` into
+the JSON without escaping them, so a quote, a backslash or a newline in a
+URI makes the page invalid JSON. Such a page is repaired entry by entry: the
 keys are fixed and known, so each value ends where the next known key
 starts. A worker entry that cannot be repaired is skipped and counted in
 ``PoolSample.skipped_workers``, and the pool-level numbers, which come
 before ``"processes"``, are still read.
 
 Replies that are not a status page raise a typed ``StatusError`` instead of
-producing a row of zeros; ``check_reply_status`` does the same for the HTTP
+producing a row of zeros. ``check_reply_status`` does the same for the HTTP
 or CGI status code.
 """
 
@@ -40,9 +40,9 @@ from autoscaler.status.model import KNOWN_STATES, PoolSample, WorkerSample
 Converter = Callable[[object], Any]
 
 # orjson decodes a 500-worker ``json&full`` page about 3 times faster than the
-# standard library (bench/parse_bench.py); both raise a ValueError subclass
-# on invalid JSON, and orjson also on integers beyond 64 bits, which the
-# repair path then reads.
+# standard library (bench/parse_bench.py). Both raise a ValueError subclass on
+# invalid JSON. orjson also rejects integers beyond 64 bits, which the repair
+# path then reads.
 _loads: Callable[[str], Any]
 try:
     from orjson import loads as _orjson_loads
@@ -53,7 +53,7 @@ else:
 
 
 class Field(NamedTuple):
-    """Where one php-fpm key goes and how its value is converted."""
+    """Target field and converter of one php-fpm key."""
 
     name: str  # the PoolSample or WorkerSample field
     convert: Converter  # raises ValueError for a value that cannot be read
@@ -89,7 +89,8 @@ def _to_float(value: object) -> float:
 
 
 def _microseconds_to_seconds(value: object) -> float:
-    # php-fpm reports ``request duration`` in microseconds (fpm_status.c).
+    # php-fpm reports ``request duration`` in microseconds (PHP 8.2: a request
+    # read 1.007 s after it started showed 1002645).
     return _to_int(value) / 1_000_000
 
 
@@ -112,8 +113,8 @@ _MONTHS: Final = {
         start=1,
     )
 }
-# php-fpm formats ``start time`` in the plain and HTML formats with
-# strftime("%d/%b/%Y:%H:%M:%S %z"); the JSON and XML formats give the Unix time.
+# php-fpm 8.2 prints ``start time`` as a date with an English month and a UTC
+# offset in the plain and HTML formats, and as a Unix time in JSON and XML.
 _FPM_DATE_RE: Final = re.compile(
     r"(\d{1,2})/([A-Za-z]{3})/(\d{4}):(\d{2}):(\d{2}):(\d{2})\s+([+-])(\d{2})(\d{2})"
 )
@@ -233,7 +234,7 @@ def check_reply_status(
         )
     if status_code == 504:
         raise StatusTimeoutError(
-            f"{where} replied 504: php-fpm did not answer the web server in time", url=url
+            f"{where} replied 504: php-fpm did not respond to the web server in time", url=url
         )
     raise StatusParseError(
         f"{where} replied with status {status_code}, expected 200; "
@@ -335,8 +336,7 @@ def _scan_object(text: str, key_pattern: re.Pattern[str]) -> dict[str, object]:
     """Read ``"key":value`` pairs of known keys from invalid JSON.
 
     php-fpm writes every key, so a value ends where the next known key
-    starts; quotes, newlines and backslashes inside a string value are
-    kept as they are.
+    starts. Quotes, newlines and backslashes inside a string value are kept.
     """
     matches = list(key_pattern.finditer(text))
     found: dict[str, object] = {}
@@ -524,7 +524,7 @@ def parse_status(
     """
     where = url or "the status page"
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
-    text = text.strip().lstrip("\ufeff")
+    text = text.lstrip("\ufeff").strip()
     _reject_non_status_body(text, content_type, status_path, url)
 
     raw_workers: list[Any] | None
@@ -560,9 +560,9 @@ def parse_status(
         workers, skipped, unknown_states = _build_workers(raw_workers, anomalies)
 
     # A unix socket reports 0 for all three queue fields (measured on PHP 8.2),
-    # and a TCP listener always has a backlog above 0, so a zero length means
-    # the queue is invisible even where the URI's scheme suggests otherwise
-    # (a pool on a unix socket whose status page is read through pm.status_listen).
+    # while a TCP listener has a backlog above 0. So a zero length means the
+    # queue is invisible, even when the URI is TCP: a pool on a unix socket can
+    # serve its status page through pm.status_listen on TCP.
     if values["listen_queue_length"] == 0:
         queue_known = False
 

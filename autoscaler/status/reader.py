@@ -4,7 +4,7 @@ One ``StatusReader`` per status URI. Each ``read()`` has a deadline that
 covers everything: connection retries, the request, the fallback to the
 plain format and parsing. Only a failure to set up the connection
 (StatusConnectError) is retried, a couple of times with a short backoff and
-only while the deadline allows; a timeout or a reply that is not a status
+only while the deadline allows. A timeout or a reply that is not a status
 page is raised at once, because retrying would hide saturation.
 """
 
@@ -28,6 +28,7 @@ from tenacity import (
 from autoscaler.errors import (
     StatusBusyError,
     StatusConnectError,
+    StatusError,
     StatusParseError,
     StatusTimeoutError,
 )
@@ -39,7 +40,7 @@ from autoscaler.status.uri import StatusURI
 log = logging.getLogger("autoscaler.status.reader")
 
 JSON_QUERY = "json&full"
-# The plain format with one block per worker: php-fpm before 7.x wrote
+# The plain format with one block per worker. Older php-fpm versions wrote
 # request URIs unescaped into the JSON, and a line-based format survives that.
 TEXT_QUERY = "full"
 
@@ -126,27 +127,34 @@ class StatusReader:
         return replace(sample, poll_duration_seconds=loop.time() - started)
 
     async def _read_any_format(self, deadline: float) -> PoolSample:
+        reply = await self._fetch_checked(JSON_QUERY, deadline)
         try:
-            return await self._read_format(JSON_QUERY, deadline)
+            return self._parse(reply)
         except StatusParseError as json_error:
+            # Only a 200 reply that is not readable JSON gets here: a status code
+            # that means an error was raised by _fetch_checked and is not retried.
             if not self._fallback_logged:
                 self._fallback_logged = True
                 log.warning(
                     "status_json_unreadable",
                     extra={"fields": {"url": self.uri.raw, "error": str(json_error)}},
                 )
+            text_reply = await self._fetch_checked(TEXT_QUERY, deadline)
             try:
-                return await self._read_format(TEXT_QUERY, deadline)
+                return self._parse(text_reply)
             except StatusParseError as text_error:
                 raise StatusParseError(
                     f"{json_error}; the plain format failed too: {text_error}", url=self.uri.raw
                 ) from text_error
 
-    async def _read_format(self, query: str, deadline: float) -> PoolSample:
+    async def _fetch_checked(self, query: str, deadline: float) -> _Reply:
         reply = await self._fetch_with_retries(query, deadline)
         check_reply_status(
             reply.status_code, reply.body, status_path=self.uri.path, url=self.uri.raw
         )
+        return reply
+
+    def _parse(self, reply: _Reply) -> PoolSample:
         return parse_status(
             reply.body,
             content_type=reply.content_type,
@@ -208,15 +216,20 @@ class StatusReader:
 
     async def _fetch_fastcgi(self, query: str, timeout_seconds: float) -> _Reply:
         # SCRIPT_NAME and SCRIPT_FILENAME are the status path: php-fpm compares
-        # SCRIPT_NAME with pm.status_path and answers 404 without SCRIPT_FILENAME.
+        # SCRIPT_NAME with pm.status_path and replies 404 without SCRIPT_FILENAME.
         params = request_params(self.uri.path, query)
-        response = await fastcgi_request(
-            params,
-            host=self.uri.host,
-            port=self.uri.port,
-            socket_path=self.uri.socket_path,
-            timeout_seconds=timeout_seconds,
-        )
+        try:
+            response = await fastcgi_request(
+                params,
+                host=self.uri.host,
+                port=self.uri.port,
+                socket_path=self.uri.socket_path,
+                timeout_seconds=timeout_seconds,
+            )
+        except StatusError as exc:
+            # fastcgi.py names only the socket; the caller logs errors by URI.
+            exc.url = exc.url or self.uri.raw
+            raise
         return _Reply(response.status, response.headers.get("content-type"), response.body)
 
     async def _fetch_http(self, query: str, timeout_seconds: float) -> _Reply:

@@ -1,7 +1,7 @@
 """Parser tests on bodies captured from php-fpm 8.2 and on field cases.
 
-tests/fixtures/status/ holds real bodies (regenerate them with
-tests/fixtures/status/capture.py); tests/fixtures/cases/ holds bodies from
+tests/fixtures/status/ contains real bodies (regenerate them with
+tests/fixtures/status/capture.py); tests/fixtures/cases/ contains bodies from
 other PHP versions and broken replies seen in production.
 """
 
