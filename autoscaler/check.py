@@ -145,5 +145,6 @@ def _would_do(
     report.line(
         "info",
         f"pool {pool!r}: current {decision.current}, recommendation {decision.recommendation}, "
-        f"action {decision.direction.value} to {decision.target} ({decision.reason.value}: {decision.message})",
+        f"action {decision.direction.value} to {decision.target} "
+        f"({decision.reason.value}: {decision.message})",
     )

@@ -141,11 +141,19 @@ class Controller:
                 # keep the cadence from here instead of bursting to catch up.
                 next_tick = self.clock()
                 delay = 0
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=delay) if delay else None
-            except TimeoutError:
-                pass
+            if delay > 0:
+                await self._sleep_unless_stopped(delay)
         log.info("controller_stopped", extra={"fields": {"ticks": self.ticks}})
+
+    async def _sleep_unless_stopped(self, delay: float) -> None:
+        sleeper = asyncio.ensure_future(self.sleep(delay))
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
 
     def health(self) -> tuple[bool, str]:
         if self.fpm_down:

@@ -9,6 +9,8 @@ Agent series have the prefix ``phpfpm_autoscaler_``.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from autoscaler.policy.types import Decision
@@ -180,10 +182,8 @@ class Metrics:
             value = getattr(sample, field)
             if value is None:
                 # Unknown, not zero: drop the series rather than publish 0.
-                try:
+                with contextlib.suppress(KeyError):
                     gauge.remove(pool)
-                except KeyError:
-                    pass
                 continue
             gauge.labels(pool=pool).set(value)
         if sample.busy_workers is not None:
@@ -194,10 +194,8 @@ class Metrics:
         """Mark the pool down and keep its last values out of the way: never zeros."""
         self.up.labels(pool=pool).set(0)
         for _name, (_field, gauge) in self.pool_gauges.items():
-            try:
+            with contextlib.suppress(KeyError):
                 gauge.remove(pool)
-            except KeyError:
-                pass
         self.errors.labels(pool=pool, stage=stage).inc()
 
     def record_decision(self, decision: Decision) -> None:

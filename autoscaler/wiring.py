@@ -137,7 +137,7 @@ def resolve_config_file(settings: Settings) -> tuple[Path | None, Path | None]:
     root = Path(f"/proc/{master.pid}/root")
     through_proc = root / master.config_path.lstrip("/")
     try:
-        if through_proc.is_file() and not root.resolve() == Path("/"):
+        if through_proc.is_file() and root.resolve() != Path("/"):
             return through_proc, root
     except OSError:
         pass
