@@ -94,7 +94,7 @@ async def run_command(argv: Sequence[str], *, timeout_seconds: float) -> Command
     whole process group is killed, including children a script started.
     Raises ReloadError when it cannot be started or times out.
     """
-    shown = shlex.join(argv)
+    command_line = shlex.join(argv)
     started = time.monotonic()
     try:
         process = await asyncio.create_subprocess_exec(
@@ -106,7 +106,7 @@ async def run_command(argv: Sequence[str], *, timeout_seconds: float) -> Command
         )
     except OSError as exc:
         raise ReloadError(
-            f"cannot run {shown}: {exc.strerror or exc}; check that {argv[0]!r} exists, is "
+            f"cannot run {command_line}: {exc.strerror or exc}; check that {argv[0]!r} exists, is "
             "executable and is on the agent's PATH"
         ) from exc
     try:
@@ -114,7 +114,7 @@ async def run_command(argv: Sequence[str], *, timeout_seconds: float) -> Command
             stdout, stderr = await process.communicate()
     except TimeoutError as exc:
         raise ReloadError(
-            f"{shown} did not finish within {timeout_seconds:g} s and was killed; find out "
+            f"{command_line} did not finish within {timeout_seconds:g} s and was killed; find out "
             f"why it hangs, or raise {ENV_PREFIX}RELOAD_TIMEOUT_SECONDS"
         ) from exc
     finally:
@@ -406,7 +406,7 @@ class SupervisorBackend(_RecordedMaster):
                 )
         except httpx.TimeoutException as exc:
             raise ReloadError(
-                f"supervisord at {self.display_url} did not answer {method} within "
+                f"supervisord at {self.display_url} sent no response to {method} within "
                 f"{self._timeout_seconds:g} s; check that it is not stuck, or raise "
                 f"{ENV_PREFIX}RELOAD_TIMEOUT_SECONDS"
             ) from exc
@@ -462,7 +462,7 @@ def _supervisor_endpoint(url: str) -> tuple[str, str | None, str]:
                 f"{ENV_PREFIX}SUPERVISOR_URL={url!r} needs an absolute socket path; set "
                 "unix:///var/run/supervisor.sock"
             )
-        # supervisord serves XML-RPC on /RPC2 whatever the Host header says.
+        # supervisord serves XML-RPC on /RPC2 and ignores the Host header.
         return "http://localhost/RPC2", socket_path, url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -202,10 +202,10 @@ def same_config(config_path: str | None, config_file: str | os.PathLike[str]) ->
     """
     if config_path is None:
         return False
-    wanted = os.fspath(config_file)
-    if os.path.normpath(config_path) == os.path.normpath(wanted):
+    expected = os.fspath(config_file)
+    if os.path.normpath(config_path) == os.path.normpath(expected):
         return True
-    return os.path.realpath(config_path) == os.path.realpath(wanted)
+    return os.path.realpath(config_path) == os.path.realpath(expected)
 
 
 def select_master(
@@ -216,9 +216,9 @@ def select_master(
 ) -> MasterProcess:
     """Choose the php-fpm master to reload.
 
-    Order: a PID file that points at a live master (with ``config_file`` set,
-    only one running that file); else the only master running
-    ``config_file``; else the only master. Raises MasterNotFoundError when no
+    The first match wins: the master a PID file points at (when it also runs
+    ``config_file``, if that is set), then the only master running
+    ``config_file``, then the only master. Raises MasterNotFoundError when no
     master matches and ConfigError when several do.
     """
     masters = find_masters(proc_root)
@@ -241,7 +241,7 @@ def select_master(
         raise MasterNotFoundError(_not_found_message(masters, config_file))
     listed = "; ".join(master.describe() for master in candidates)
     raise ConfigError(
-        f"found {len(candidates)} php-fpm masters and cannot tell which one to reload: "
+        f"found {len(candidates)} php-fpm masters, so the one to reload is ambiguous: "
         f"{listed}; set {CONFIG_FILE_VARIABLE} to the configuration file of the right one, "
         f"or {PID_FILE_VARIABLE} to its PID file"
     )
@@ -287,8 +287,10 @@ def _master_from_pid_file(
     if cmdline is None:
         _warn_pid_file(pid_file, f"PID {pid}, which is not running (stale PID file)")
         return None
-    shown = cmdline.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", errors="replace")
-    _warn_pid_file(pid_file, f"PID {pid}, which is not a php-fpm master but {shown[:80]!r}")
+    command_line = cmdline.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", errors="replace")
+    _warn_pid_file(
+        pid_file, f"PID {pid}, which is not a php-fpm master but {command_line[:80]!r}"
+    )
     return None
 
 

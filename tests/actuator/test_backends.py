@@ -256,6 +256,19 @@ class Supervisord:
         self.username = "autoscaler"
         self.password = password
         self.conf = root / "supervisord.conf"
+        self._write_config(programs)
+
+        log = open(root / "supervisord.out", "ab")  # noqa: SIM115 - lives with the process
+        self.process = subprocess.Popen(
+            [SUPERVISORD, "-n", "-c", str(self.conf)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def _write_config(self, programs: dict[str, str]) -> None:
+        root = self.root
         lines = [
             "[unix_http_server]",
             f"file = {self.socket_path}",
@@ -285,14 +298,6 @@ class Supervisord:
                 f"stdout_logfile = {root / (name + '.log')}",
             ]
         self.conf.write_text("\n".join(lines) + "\n")
-        log = open(root / "supervisord.out", "ab")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen(
-            [SUPERVISORD, "-n", "-c", str(self.conf)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
 
     @property
     def socket_url(self) -> str:
@@ -475,7 +480,7 @@ async def test_supervisor_socket_missing(tmp_path: Path) -> None:
 
 
 async def test_supervisor_not_xmlrpc(tmp_path: Path) -> None:
-    """A socket that answers HTTP but not XML-RPC: a one-shot server written here."""
+    """A socket that serves HTTP but not XML-RPC (a minimal server written here)."""
     socket_path = tmp_path / "web.sock"
     reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 13\r\n\r\n<html></html>"
 

@@ -369,7 +369,7 @@ def test_two_masters_told_apart(fpm_factory: Callable[..., FpmServer]) -> None:
 
     assert select_master(config_file=first.conf).pid == first.pid
     assert select_master(config_file=second.conf).pid == second.pid
-    with pytest.raises(ConfigError, match="php-fpm masters and cannot tell"):
+    with pytest.raises(ConfigError, match="php-fpm masters, so the one to reload is ambiguous"):
         select_master()
 
 
@@ -399,16 +399,16 @@ def test_signal_master_without_permission(fpm_factory: Callable[..., FpmServer])
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked child
         os.close(read_end)
-        message = b"no error"
+        report = "no error"
         try:
             os.setgid(65534)
             os.setuid(65534)
             signal_master(master, signal.SIGUSR2)
         except ReloadError as exc:
-            message = str(exc).encode()
+            report = str(exc)
         except BaseException as exc:  # report anything to the parent
-            message = repr(exc).encode()
-        os.write(write_end, message)
+            report = repr(exc)
+        os.write(write_end, report.encode())
         os._exit(0)
 
     os.close(write_end)
