@@ -33,9 +33,9 @@ from autoscaler.actuator.process import (
     MasterNotFoundError,
     MasterProcess,
     is_alive,
-    read_master,
     select_master,
     signal_master,
+    wait_for_master,
 )
 from autoscaler.errors import ConfigError, ReloadError
 from autoscaler.settings import ENV_PREFIX, ReloadMethod, Settings
@@ -94,7 +94,7 @@ async def run_command(argv: Sequence[str], *, timeout_seconds: float) -> Command
     whole process group is killed, including children a script started.
     Raises ReloadError when it cannot be started or times out.
     """
-    shown = shlex.join(argv)
+    command_line = shlex.join(argv)
     started = time.monotonic()
     try:
         process = await asyncio.create_subprocess_exec(
@@ -106,7 +106,7 @@ async def run_command(argv: Sequence[str], *, timeout_seconds: float) -> Command
         )
     except OSError as exc:
         raise ReloadError(
-            f"cannot run {shown}: {exc.strerror or exc}; check that {argv[0]!r} exists, is "
+            f"cannot run {command_line}: {exc.strerror or exc}; check that {argv[0]!r} exists, is "
             "executable and is on the agent's PATH"
         ) from exc
     try:
@@ -114,7 +114,7 @@ async def run_command(argv: Sequence[str], *, timeout_seconds: float) -> Command
             stdout, stderr = await process.communicate()
     except TimeoutError as exc:
         raise ReloadError(
-            f"{shown} did not finish within {timeout_seconds:g} s and was killed; find out "
+            f"{command_line} did not finish within {timeout_seconds:g} s and was killed; find out "
             f"why it hangs, or raise {ENV_PREFIX}RELOAD_TIMEOUT_SECONDS"
         ) from exc
     finally:
@@ -152,14 +152,20 @@ def _log_triggered(backend: str, pid: int | None, started: float, **fields: Any)
 # Backends ----------------------------------------------------------------
 
 
-class _ManagedMaster:
-    """The master as its process manager last reported it, else as found in /proc.
+class _RecordedMaster:
+    """The master that the last reload went to, else the one found in /proc.
 
-    systemd and supervisord report the master's PID, but asking them needs
-    I/O, so ``reload`` records the master they reported and ``master`` only
-    checks that it still runs. Before the first reload, the master is looked
-    up in /proc.
+    ``master`` must not block, but systemd and supervisord need I/O to report
+    their main PID, so ``reload`` records the master and ``master`` only
+    checks that it still runs (PID and start time). The record also covers
+    the few milliseconds of a reload in which the master re-executes itself
+    and /proc does not show its title.
     """
+
+    # Whether a recorded master that is gone gives way to a search of /proc.
+    # Off where the process manager's record is authoritative: once its master
+    # is gone, another php-fpm on the host is not the one that was reloaded.
+    _search_after_exit = False
 
     def __init__(
         self,
@@ -170,30 +176,33 @@ class _ManagedMaster:
         self._config_file = config_file
         self._pid_file = pid_file
         self._proc_root = proc_root
-        self._reported: MasterProcess | None = None
-        self._has_report = False
+        self._recorded: MasterProcess | None = None
+        self._has_record = False
 
     def master(self) -> MasterProcess | None:
-        if self._has_report:
-            # The manager's own record wins over /proc: once its master is
-            # gone, another php-fpm on the host is not the one reloaded.
-            if self._reported is not None and is_alive(self._reported, self._proc_root):
-                return self._reported
+        if self._recorded is not None and is_alive(self._recorded, self._proc_root):
+            return self._recorded
+        if self._has_record and not self._search_after_exit:
             return None
-        return self._find_in_proc()
-
-    def _find_in_proc(self) -> MasterProcess | None:
         try:
-            return select_master(
-                config_file=self._config_file, pid_file=self._pid_file, proc_root=self._proc_root
-            )
+            return self._select()
         except MasterNotFoundError:
             return None
 
-    def _record(self, pid: int, backend: str, source: str) -> MasterProcess | None:
-        self._has_report = True
-        self._reported = read_master(pid, self._proc_root) if pid > 0 else None
-        if self._reported is None:
+    def _select(self) -> MasterProcess:
+        return select_master(
+            config_file=self._config_file, pid_file=self._pid_file, proc_root=self._proc_root
+        )
+
+    def _record(self, master: MasterProcess | None) -> None:
+        self._has_record = True
+        self._recorded = master
+
+    async def _record_pid(self, pid: int, backend: str, source: str) -> MasterProcess | None:
+        """Record the master a process manager reported, warning when it is not php-fpm's."""
+        master = await wait_for_master(pid, self._proc_root) if pid > 0 else None
+        self._record(master)
+        if master is None:
             log.warning(
                 "reload_master_missing",
                 extra={
@@ -207,10 +216,10 @@ class _ManagedMaster:
                     }
                 },
             )
-        return self._reported
+        return master
 
 
-class SignalBackend:
+class SignalBackend(_RecordedMaster):
     """Send SIGUSR2 to the master found through /proc."""
 
     name = "signal"
@@ -222,29 +231,17 @@ class SignalBackend:
         *,
         proc_root: Path = PROC_ROOT,
     ) -> None:
-        self._config_file = config_file
-        self._pid_file = pid_file
-        self._proc_root = proc_root
-
-    def master(self) -> MasterProcess | None:
-        try:
-            return self._select()
-        except MasterNotFoundError:
-            return None
+        super().__init__(config_file, pid_file, proc_root)
 
     async def reload(self) -> None:
         started = time.monotonic()
         master = self._select()
         signal_master(master, signal.SIGUSR2, self._proc_root)
+        self._record(master)
         _log_triggered(self.name, master.pid, started, config_path=master.config_path)
 
-    def _select(self) -> MasterProcess:
-        return select_master(
-            config_file=self._config_file, pid_file=self._pid_file, proc_root=self._proc_root
-        )
 
-
-class SystemdBackend(_ManagedMaster):
+class SystemdBackend(_RecordedMaster):
     """Run ``systemctl reload UNIT``, then read the unit's main PID."""
 
     name = "systemd"
@@ -277,7 +274,7 @@ class SystemdBackend(_ManagedMaster):
         # `kill -USR2 $MAINPID`) has run, also when php-fpm then fails its
         # configuration check and exits, so the caller verifies the reload.
         pid = await self._main_pid()
-        master = self._record(pid, self.name, f"systemctl show {self.unit}")
+        master = await self._record_pid(pid, self.name, f"systemctl show {self.unit}")
         _log_triggered(self.name, master.pid if master else None, started, unit=self.unit)
 
     async def _main_pid(self) -> int:
@@ -330,7 +327,7 @@ SUPERVISOR_BAD_NAME = 10
 SUPERVISOR_NOT_RUNNING = 70
 
 
-class SupervisorBackend(_ManagedMaster):
+class SupervisorBackend(_RecordedMaster):
     """Ask supervisord to send USR2 to its php-fpm program over XML-RPC.
 
     php-fpm must run in the foreground under supervisord (``php-fpm -F``), so
@@ -394,7 +391,7 @@ class SupervisorBackend(_ManagedMaster):
                 f"for {self.program!r} instead of true; set {ENV_PREFIX}SUPERVISOR_PROGRAM "
                 "to a single program, not a group"
             )
-        master = self._record(info.pid, self.name, f"supervisord program {self.program}")
+        master = await self._record_pid(info.pid, self.name, f"supervisord program {self.program}")
         _log_triggered(self.name, master.pid if master else None, started, program=self.program)
 
     async def _call(self, method: str, *params: Any) -> Any:
@@ -409,7 +406,7 @@ class SupervisorBackend(_ManagedMaster):
                 )
         except httpx.TimeoutException as exc:
             raise ReloadError(
-                f"supervisord at {self.display_url} did not answer {method} within "
+                f"supervisord at {self.display_url} sent no response to {method} within "
                 f"{self._timeout_seconds:g} s; check that it is not stuck, or raise "
                 f"{ENV_PREFIX}RELOAD_TIMEOUT_SECONDS"
             ) from exc
@@ -465,7 +462,7 @@ def _supervisor_endpoint(url: str) -> tuple[str, str | None, str]:
                 f"{ENV_PREFIX}SUPERVISOR_URL={url!r} needs an absolute socket path; set "
                 "unix:///var/run/supervisor.sock"
             )
-        # supervisord serves XML-RPC on /RPC2 whatever the Host header says.
+        # supervisord serves XML-RPC on /RPC2 and ignores the Host header.
         return "http://localhost/RPC2", socket_path, url
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -479,10 +476,12 @@ def _supervisor_endpoint(url: str) -> tuple[str, str | None, str]:
     return request_url, None, urlunsplit((parts.scheme, netloc, path, "", ""))
 
 
-class CommandBackend(_ManagedMaster):
+class CommandBackend(_RecordedMaster):
     """Run a configured command, as an argument list without a shell."""
 
     name = "command"
+    # The command may restart php-fpm (a new master) instead of reloading it.
+    _search_after_exit = True
 
     def __init__(
         self,
@@ -504,6 +503,10 @@ class CommandBackend(_ManagedMaster):
 
     async def reload(self) -> None:
         started = time.monotonic()
+        try:
+            master = self.master()
+        except ConfigError:
+            master = None  # several masters: the caller's own master() call reports it
         result = await run_command(self.argv, timeout_seconds=self._timeout_seconds)
         if result.returncode != 0:
             raise ReloadError(
@@ -511,10 +514,7 @@ class CommandBackend(_ManagedMaster):
                 f"{result.stderr_tail()}; run it by hand to see why, and correct "
                 f"{ENV_PREFIX}RELOAD_COMMAND"
             )
-        try:
-            master = self._find_in_proc()
-        except ConfigError:
-            master = None  # only the log line lacks the PID; the caller sees the error
+        self._record(master)
         _log_triggered(self.name, master.pid if master else None, started)
 
 
