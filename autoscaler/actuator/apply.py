@@ -70,6 +70,7 @@ class Applier:
         verify_poll_seconds: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.override_file = override_file
         self.reloader = reloader
@@ -79,6 +80,7 @@ class Applier:
         self.verify_poll_seconds = verify_poll_seconds
         self.clock = clock
         self.sleep = sleep
+        self.wall_clock = wall_clock
         # Content of the last file that php-fpm accepted and verified; put
         # back when php-fpm is found dead, so its restart comes up healthy.
         self.last_good: str | None = None
@@ -109,7 +111,7 @@ class Applier:
 
         try:
             await self._test_config()
-            before = await self.read_start_times()
+            before = await self._start_times_before_reload()
             await self.reloader.reload()
             await self._verify(before, list(pools))
         except ValidationError as exc:
@@ -133,6 +135,21 @@ class Applier:
             },
         )
         return result
+
+    async def _start_times_before_reload(self) -> Mapping[str, float | None]:
+        """Read the start times, and make sure a reload now will change them.
+
+        php-fpm reports its start time in whole seconds, so a reload within
+        the second in which a pool (re)started would show the same value and
+        look like a failed reload: wait for the next second first.
+        """
+        before = await self.read_start_times()
+        known = [value for value in before.values() if value is not None]
+        if known:
+            wait = max(known) + 1.0 - self.wall_clock()
+            if wait > 0:
+                await self.sleep(wait + 0.01)
+        return before
 
     async def _test_config(self) -> None:
         if self.config_tester is None:

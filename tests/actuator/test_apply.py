@@ -62,13 +62,13 @@ def fpm(fpm_factory: Callable[..., FpmServer]) -> FpmServer:
 
 
 async def test_apply_reloads_and_verifies(fpm: FpmServer) -> None:
-    before = fpm.request_sync("/status", "json").body
+    before = (await fpm.request("/status", "json")).body
     result = await make_applier(fpm).apply({"www": DYNAMIC})
     assert result.result == "success", result
     assert fpm.alive()
     assert "pm.max_children = 5" in fpm.override.read_text()
     assert effective_max_children(fpm) == 5
-    assert fpm.request_sync("/status", "json").body != before
+    assert (await fpm.request("/status", "json")).body != before
     assert oct(fpm.override.stat().st_mode & 0o777) == "0o644"
 
 
@@ -91,7 +91,7 @@ async def test_invalid_pm_values_never_written(fpm: FpmServer) -> None:
 
 
 async def test_candidate_rejected_by_fpm_is_not_reloaded(fpm: FpmServer) -> None:
-    start_before = fpm.request_sync("/status", "json").body.split(b'"start since"')[0]
+    start_before = (await fpm.request("/status", "json")).body.split(b'"start since"')[0]
     # Another pool file that php-fpm rejects: php-fpm -t fails, so no reload may happen.
     (fpm.pool_dir / "broken.conf").write_text("[broken]\nlisten = 127.0.0.1:1\npm = dynamic\npm.max_childern = 3\n")
     result = await make_applier(fpm).apply({"www": DYNAMIC})
@@ -99,7 +99,7 @@ async def test_candidate_rejected_by_fpm_is_not_reloaded(fpm: FpmServer) -> None
     assert "unknown entry 'pm.max_childern'" in result.message
     assert not fpm.override.exists()
     assert fpm.alive()
-    assert fpm.request_sync("/status", "json").body.split(b'"start since"')[0] == start_before
+    assert (await fpm.request("/status", "json")).body.split(b'"start since"')[0] == start_before
 
 
 async def test_reload_that_kills_master_restores_file(fpm: FpmServer) -> None:
@@ -142,13 +142,13 @@ async def test_override_folder_turning_read_only(fpm: FpmServer, read_only_dir: 
     remounted = subprocess.run(["mount", "-o", "remount,bind,ro", str(read_only_dir)], capture_output=True)
     if mounted.returncode or remounted.returncode:
         pytest.skip(f"bind mounts unavailable: {mounted.stderr!r} {remounted.stderr!r}")
-    before = fpm.request_sync("/status", "json").body.split(b'"start since"')[0]
+    before = (await fpm.request("/status", "json")).body.split(b'"start since"')[0]
     result = await applier.apply({"www": PmSettings("dynamic", 9, 1, 1, 2)})
     assert result.result == "reload_failed"
     assert "Read-only file system" in result.message
     assert not result.fpm_down
     assert fpm.alive()
-    assert fpm.request_sync("/status", "json").body.split(b'"start since"')[0] == before
+    assert (await fpm.request("/status", "json")).body.split(b'"start since"')[0] == before
 
 
 async def test_status_vanishing_during_verification(fpm: FpmServer) -> None:
@@ -164,9 +164,11 @@ async def test_status_vanishing_during_verification(fpm: FpmServer) -> None:
 
     applier.read_start_times = vanishing
     result = await applier.apply({"www": DYNAMIC})
-    assert result.result == "reload_failed"
+    # The change is not trusted without a new start time: the previous
+    # (absent) file is restored and php-fpm reloaded again.
+    assert result.result == "rolled_back"
     assert "no new start time" in result.message
-    # php-fpm itself is alive: not reported down, and the file was rolled back.
+    # php-fpm itself is alive, so it is not reported down.
     assert not result.fpm_down
     assert fpm.alive()
     assert not fpm.override.exists()
