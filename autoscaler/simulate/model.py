@@ -98,7 +98,7 @@ class PoolModel:
     worker_memory_growth_bytes_per_request: int = 0
 
     def pm_settings(self, max_children: int) -> PmSettings:
-        """Return php-fpm's pm values for ``max_children``, spare values clamped as the agent does."""
+        """Return the pm values for ``max_children``, spare values clamped as the agent does."""
         current = PmSettings(
             pm=self.pm,
             max_children=self.max_children,
@@ -153,9 +153,11 @@ class RunResult:
     cut_total: int
     # Percentiles of the time in the backlog (all requests a worker took)
     # and of wait plus service (completed requests), in seconds.
+    wait_mean_seconds: float
     wait_p50_seconds: float
     wait_p95_seconds: float
     wait_p99_seconds: float
+    latency_mean_seconds: float
     latency_p50_seconds: float
     latency_p95_seconds: float
     latency_p99_seconds: float
@@ -180,10 +182,22 @@ def percentile(sorted_values: array[float] | list[float], ratio: float) -> float
     return sorted_values[rank - 1]
 
 
+def mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else 0.0
+
+
 class Simulation:
     """One run of one pool over one trace; ``agent=None`` keeps max_children fixed."""
 
-    def __init__(self, trace: Trace, pool: PoolModel, agent: AgentModel | None, label: str) -> None:
+    def __init__(
+        self,
+        trace: Trace,
+        pool: PoolModel,
+        agent: AgentModel | None,
+        label: str,
+        *,
+        record_observations: bool = False,
+    ) -> None:
         self.trace = trace
         self.pool = pool
         self.agent = agent
@@ -242,6 +256,8 @@ class Simulation:
         self.reloads: list[Reload] = []
         self.reasons: Counter[str] = Counter()
         self.budget = self._budget(pool.worker_memory_bytes) if agent else None
+        # Every Observation handed to the policy, for tests and debugging.
+        self.observations: list[Observation] | None = [] if record_observations else None
 
     # --- run --------------------------------------------------------------
 
@@ -639,8 +655,12 @@ class Simulation:
                 (self.memory_of[w] for w in self.alive), default=self.pool.worker_memory_bytes
             )
             self.budget = self._budget(largest)
+        if self.observations is not None:
+            self.observations.append(observation)
         self.state = self.state.observe(observation, policy)
-        decision = decide(POOL_NAME, self.state, self.max_children, policy, tick_started, self.budget)
+        decision = decide(
+            POOL_NAME, self.state, self.max_children, policy, tick_started, self.budget
+        )
         self.state = self.state.remember(decision, tick_started, policy)
         self.reasons[decision.reason.value] += 1
         if decision.changes:
@@ -660,9 +680,11 @@ class Simulation:
             served_total=len(latencies),
             rejected_total=self.rejected,
             cut_total=self.cut,
+            wait_mean_seconds=mean(waits),
             wait_p50_seconds=percentile(waits, 0.50),
             wait_p95_seconds=percentile(waits, 0.95),
             wait_p99_seconds=percentile(waits, 0.99),
+            latency_mean_seconds=mean(latencies),
             latency_p50_seconds=percentile(latencies, 0.50),
             latency_p95_seconds=percentile(latencies, 0.95),
             latency_p99_seconds=percentile(latencies, 0.99),

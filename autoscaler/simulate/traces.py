@@ -89,7 +89,9 @@ def parse_csv_lines(
             )
         pairs.append((timestamp, duration))
     if not pairs:
-        raise TraceError(f"{source} contains no requests; expected 'timestamp_seconds,duration_seconds' lines")
+        raise TraceError(
+            f"{source} contains no requests; expected 'timestamp_seconds,duration_seconds' lines"
+        )
     pairs.sort(key=lambda pair: pair[0])
     origin = pairs[0][0]
     arrivals = array("d", (timestamp - origin for timestamp, _ in pairs))
@@ -211,8 +213,8 @@ def generate(name: str, shape: LoadShape) -> Trace:
         raise TraceError(f"generator {name!r} is unknown; use one of {', '.join(GENERATORS)}")
     if shape.duration_seconds <= 0 or shape.rate_per_second < 0 or shape.mean_service_seconds <= 0:
         raise TraceError(
-            f"duration_seconds={shape.duration_seconds:g}, rate_per_second={shape.rate_per_second:g} "
-            f"and mean_service_seconds={shape.mean_service_seconds:g} must be positive"
+            f"duration_seconds={shape.duration_seconds:g}, "
+            f"rate_per_second={shape.rate_per_second:g} and mean_service_seconds={shape.mean_service_seconds:g} must be positive"
         )
     return draw(name, factory(shape), shape)
 
