@@ -132,7 +132,7 @@ class LoadShape:
     duration_seconds: float = 3600.0
     mean_service_seconds: float = 0.15
     # Spread of the lognormal service time (sigma of the underlying normal):
-    # 0.6 puts the 99th percentile at about 3.5 x the median.
+    # 0.6 puts the 99th percentile at about 4 x the median.
     service_sigma: float = 0.6
     seed: int = 1
     # Daily swing of the diurnal generator: the rate runs from (1 - amplitude)
