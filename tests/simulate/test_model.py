@@ -295,3 +295,15 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(values, 0.5) == 50.0
     assert percentile([], 0.5) == 0.0
     assert math.isclose(percentile([3.0], 0.99), 3.0)
+
+
+@pytest.mark.parametrize("generator", ["spike", "diurnal", "flash-crowd"])
+def test_compacted_state_gives_same_result(generator: str) -> None:
+    # Short stabilization so the run sees scale-downs and flap penalties.
+    policy = PolicySettings(scale_down_stabilization_seconds=60, min_reload_interval_seconds=10)
+    trace = generate(generator, LoadShape(duration_seconds=2400, seed=4, spike_period_seconds=300))
+    compact = simulate(trace, PoolModel(), AgentModel(policy=policy))
+    full = simulate(trace, PoolModel(), AgentModel(policy=policy, compact_state=False))
+    assert compact.reloads_total >= 4
+    assert any(r.to_children < r.from_children for r in compact.reloads)
+    assert compact == full
