@@ -1,9 +1,9 @@
 """Discrete-event model of one php-fpm pool, driven by the real scaling policy.
 
-The clock is simulated: events are request arrivals (from a ``Trace``),
+The clock is simulated. Events are request arrivals (from a ``Trace``),
 request completions (a heap of ``(finish_seconds, worker_id)``) and a few
-timers (php-fpm's once-a-second process maintenance, the agent's poll,
-the end of a reload's drain, the restart after it, a status-poll deadline).
+timers: php-fpm's once-a-second process maintenance, the agent's poll, the
+end of a reload's drain, the restart after it and a status-poll deadline.
 Nothing sleeps and nothing touches the operating system.
 
 php-fpm behaviour modelled here, from php-src ``sapi/fpm/fpm/fpm_process_ctl.c``
@@ -83,9 +83,9 @@ class PoolModel:
     # net.core.somaxconn.
     listen_backlog: int = 511
     process_control_timeout_seconds: float = 10.0
-    # From the end of the drain until the new workers accept: the master
-    # re-executes itself and forks (an estimate; about 30 ms were measured
-    # for a failing re-execution).
+    # Time from the end of the drain until the new workers accept, while the
+    # master re-executes itself and forks. This is an estimate: a failing
+    # re-execution took about 30 ms in a measurement.
     restart_seconds: float = 0.05
     # A new worker serves its first requests slower: a reload empties
     # OPcache, and per-process caches (realpath cache, persistent
@@ -112,7 +112,7 @@ class PoolModel:
 
 @dataclass(frozen=True, slots=True)
 class AgentModel:
-    """The agent's side: the real policy and how the agent sees the pool."""
+    """The agent's side: the real policy and what the agent can read from the pool."""
 
     policy: PolicySettings = field(default_factory=PolicySettings)
     initial_max_children: int = 5
@@ -194,8 +194,9 @@ def compact_state(state: PoolState, now_seconds: float, policy: PolicySettings) 
 
     ``PoolState`` keeps a whole scale-down window (300 s by default, longer
     under a flap penalty) of observations and of recommendations, and
-    copies both tuples on every tick; a simulated day then took about three
-    times as long. Two parts of it never change a decision:
+    copies both tuples on every tick. Without this a simulated day took
+    about three times as long. Two parts of that history never change a
+    decision:
 
     - observations older than the decision window: ``decide`` reads only
       those inside it (peak demand, frozen scale-down) and the latest;
@@ -394,6 +395,8 @@ class Simulation:
                         worker = self._fork(now)
                     elif not self.warned_max_children:
                         # php-fpm counts the episode once, until it forks again.
+                        # NOTE: php-fpm also counts when the accept event fires
+                        # at max_children while a worker is idle; not modelled.
                         self.max_children_reached_total += 1
                         self.warned_max_children = True
                 if worker >= 0:
@@ -637,7 +640,7 @@ class Simulation:
             self._observe(now, now, waited_seconds=0.0)
             return
         if self.pm == PM_ONDEMAND and self.live < self.max_children:
-            # The status request makes the master fork a worker that answers it.
+            # The status request makes the master fork a worker, which serves it at once.
             self.idle.append(self._fork(now))
             self._observe(now, now, waited_seconds=0.0)
             return

@@ -214,8 +214,8 @@ def generate(name: str, shape: LoadShape) -> Trace:
     if shape.duration_seconds <= 0 or shape.rate_per_second < 0 or shape.mean_service_seconds <= 0:
         raise TraceError(
             f"duration_seconds={shape.duration_seconds:g}, "
-            f"rate_per_second={shape.rate_per_second:g} and "
-            f"mean_service_seconds={shape.mean_service_seconds:g} must be positive"
+            f"mean_service_seconds={shape.mean_service_seconds:g} must be above 0 and "
+            f"rate_per_second={shape.rate_per_second:g} at least 0"
         )
     return draw(name, factory(shape), shape)
 

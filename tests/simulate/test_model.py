@@ -85,8 +85,9 @@ def test_overloaded_pool_queues_at_capacity() -> None:
 
 
 def test_little_law_holds_under_queueing() -> None:
-    # Poisson arrivals at 90 % of 4 workers: requests queue; the time-average
-    # number in the system, sampled by the polls, must equal rate x mean latency.
+    # Poisson arrivals at 90 % of 4 workers make requests queue. The
+    # time-average number in the system, sampled by the polls, must equal
+    # rate x mean latency.
     shape = LoadShape(
         rate_per_second=24.0, mean_service_seconds=0.15, duration_seconds=4000, seed=3
     )
@@ -108,7 +109,7 @@ def test_full_backlog_rejects_requests() -> None:
 
 
 def reload_trace() -> Trace:
-    # Two 5 s requests fill both workers, so the poll at 1 s sees saturation
+    # Two 5 s requests fill both workers, so the poll at 1 s reports saturation
     # and the policy raises max_children; a third request arrives during the drain.
     return make_trace([0.1, 0.2, 2.0], [5.0, 5.0, 1.0], end=12.0)
 
@@ -118,7 +119,7 @@ def reload_agent() -> AgentModel:
     return AgentModel(policy=policy, initial_max_children=2)
 
 
-def test_reload_lets_in_flight_finish_and_holds_new_requests() -> None:
+def test_reload_drains_and_holds_requests() -> None:
     pool = PoolModel(max_children=2, restart_seconds=0.05, **COLD_FREE)
     result = simulate(reload_trace(), pool, reload_agent())
     assert result.reloads_total >= 1
