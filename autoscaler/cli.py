@@ -1,4 +1,4 @@
-"""Command line: ``phpfpm-autoscaler run | check | status | settings``.
+"""Command line: ``phpfpm-autoscaler run | check | status | settings | simulate``.
 
 Settings come from the environment only (twelve-factor); the commands take
 no configuration flags beyond output format. Exit status: 0 on success,
@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument(
         "--markdown", action="store_true", help="print the README's Markdown table"
     )
+    simulate = commands.add_parser(
+        "simulate", help="run a request trace through a simulated pool: policy against fixed sizes"
+    )
+    from autoscaler.simulate.cli import add_arguments
+
+    add_arguments(simulate)
     return parser
 
 
@@ -68,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "settings":
         return print_settings(markdown=args.markdown)
+    if args.command == "simulate":
+        from autoscaler.simulate.cli import run_simulate
+
+        return run_simulate(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
