@@ -53,6 +53,11 @@ def policy_settings(settings: Settings) -> PolicySettings:
         scale_down_max_ratio=settings.scale_down_max_ratio,
         saturation_step_ratio=settings.saturation_step_ratio,
         min_reload_interval_seconds=settings.min_reload_interval_seconds,
+        scale_up_interval_seconds=settings.scale_up_interval_seconds,
+        scale_up_max_ratio=settings.scale_up_max_ratio,
+        scale_up_max_workers=settings.scale_up_max_workers,
+        flap_penalty_factor=settings.flap_penalty_factor,
+        flap_penalty_max=settings.flap_penalty_max,
     )
 
 

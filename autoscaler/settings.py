@@ -131,8 +131,33 @@ class Settings(BaseSettings):
         description="On saturation (demand above the limit is invisible), multiply the "
         "current limit by this, at least +1.",
     )
+    scale_up_max_ratio: float = Field(
+        default=1.0,
+        gt=0,
+        description="One scale-up adds at most this share of the current workers, or "
+        "SCALE_UP_MAX_WORKERS if that is more.",
+    )
+    scale_up_max_workers: int = Field(
+        default=4, ge=1, description="One scale-up may always add this many workers."
+    )
     min_reload_interval_seconds: float = Field(
-        default=30.0, ge=0, description="Minimum time between two reloads."
+        default=30.0,
+        ge=0,
+        description="Minimum time from any reload to a reload that scales down.",
+    )
+    scale_up_interval_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        description="Minimum time from any reload to a reload that scales up.",
+    )
+    flap_penalty_factor: float = Field(
+        default=2.0,
+        ge=1,
+        description="A scale-up within the stabilization window after a scale-down "
+        "multiplies that window by this factor; it divides back after each quiet window.",
+    )
+    flap_penalty_max: float = Field(
+        default=8.0, ge=1, description="Largest multiple of the stabilization window."
     )
     reload_method: ReloadMethod = Field(
         default=ReloadMethod.SIGNAL,

@@ -13,7 +13,8 @@
    recommendation of the stabilization window, the tolerance band and the
    per-step limit. A ceiling below the current size skips these: an
    out-of-memory kill costs more than a queue;
-6. the minimum interval between reloads.
+6. the minimum interval since the last reload: short for a scale-up, which
+   relieves queued requests, longer for a scale-down.
 
 Each rule returns a value and a reason; the last rule that changed the value
 names the decision's reason. The policy imports no I/O and no clock: the
@@ -143,7 +144,7 @@ def decide(
         target, step_reason = limit_scale_down(target, current, settings)
         reason = step_reason or reason
 
-    if not memory_forced and in_cooldown(state, settings, now_seconds):
+    if not memory_forced and in_cooldown(state, settings, now_seconds, scale_up=target > current):
         return verdict(current, Reason.COOLDOWN, f"would set {target}; last reload too recent")
     return verdict(target, reason, f"{current} -> {target}")
 
@@ -265,7 +266,8 @@ def stabilize(
     return max([recommendation, *window])
 
 
-def in_cooldown(state: PoolState, settings: PolicySettings, now_seconds: float) -> bool:
+def in_cooldown(state: PoolState, settings: PolicySettings, now_seconds: float, *, scale_up: bool) -> bool:
     if state.last_reload_seconds is None:
         return False
-    return now_seconds - state.last_reload_seconds < settings.min_reload_interval_seconds
+    interval = settings.scale_up_interval_seconds if scale_up else settings.min_reload_interval_seconds
+    return now_seconds - state.last_reload_seconds < interval

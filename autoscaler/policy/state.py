@@ -30,9 +30,12 @@ class PoolState:
         return settings.scale_down_stabilization_seconds * self.flap_penalty
 
     def observe(self, observation: Observation, settings: PolicySettings) -> PoolState:
-        """Add an observation and drop those older than every window that uses them."""
-        keep = max(settings.decision_window_seconds, self.stabilization_seconds(settings))
-        horizon = observation.at_seconds - keep
+        """Add an observation and drop those older than the decision window.
+
+        The stabilization window works on recommendations, not observations,
+        so the decision window is the only one that reads them.
+        """
+        horizon = observation.at_seconds - settings.decision_window_seconds
         kept = tuple(o for o in self.observations if o.at_seconds >= horizon)
         first_seen = self.first_seen_seconds
         if first_seen is None:
@@ -59,7 +62,7 @@ class PoolState:
             return replace(state, last_scale_down_seconds=now_seconds)
         if decision.direction is Direction.UP and self.last_scale_down_seconds is not None:
             since_down = now_seconds - self.last_scale_down_seconds
-            if since_down < self.stabilization_seconds(settings) * 2:
+            if since_down < self.stabilization_seconds(settings):
                 penalty = min(
                     settings.flap_penalty_max, self.flap_penalty * settings.flap_penalty_factor
                 )

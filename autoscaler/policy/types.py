@@ -113,7 +113,11 @@ class PolicySettings:
     # Kubernetes HPA's default scale-up policy does (100 % or 4 pods).
     scale_up_max_ratio: float = 1.0
     scale_up_max_workers: int = 4
+    # Reloads drain in-flight requests and empty OPcache, so they are rationed:
+    # after any reload, a scale-down waits min_reload_interval_seconds and a
+    # scale-up, which relieves queued requests, only scale_up_interval_seconds.
     min_reload_interval_seconds: float = 30.0
+    scale_up_interval_seconds: float = 15.0
     # Each scale-up soon after a scale-down multiplies the scale-down window
     # by this factor, up to flap_penalty_max; it halves after each quiet window.
     flap_penalty_factor: float = 2.0

@@ -93,7 +93,9 @@ async def test_invalid_pm_values_never_written(fpm: FpmServer) -> None:
 async def test_candidate_rejected_by_fpm_is_not_reloaded(fpm: FpmServer) -> None:
     start_before = (await fpm.request("/status", "json")).body.split(b'"start since"')[0]
     # Another pool file that php-fpm rejects: php-fpm -t fails, so no reload may happen.
-    (fpm.pool_dir / "broken.conf").write_text("[broken]\nlisten = 127.0.0.1:1\npm = dynamic\npm.max_childern = 3\n")
+    (fpm.pool_dir / "broken.conf").write_text(
+        "[broken]\nlisten = 127.0.0.1:1\npm = dynamic\npm.max_childern = 3\n"
+    )
     result = await make_applier(fpm).apply({"www": DYNAMIC})
     assert result.result == "validation_failed"
     assert "unknown entry 'pm.max_childern'" in result.message
