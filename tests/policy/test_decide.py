@@ -25,6 +25,7 @@ FAST = PolicySettings(
     max_children=40,
     scale_down_stabilization_seconds=60,
     min_reload_interval_seconds=0,
+    scale_up_interval_seconds=0,
     decision_window_seconds=5,
 )
 
