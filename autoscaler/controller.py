@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from autoscaler.actuator.apply import Applier
 from autoscaler.errors import (
@@ -40,6 +40,10 @@ log = logging.getLogger("autoscaler.controller")
 
 # A tick that has not completed for this many intervals makes /healthz fail.
 HEALTH_TICKS = 3
+# After a failed apply the next attempt waits max(MIN_BACKOFF, min reload
+# interval) x 2^(failures - 1), capped at MAX_BACKOFF.
+MIN_BACKOFF_SECONDS = 5.0
+MAX_BACKOFF_SECONDS = 600.0
 
 
 def policy_settings(settings: Settings) -> PolicySettings:
@@ -114,6 +118,8 @@ class Controller:
         self.stopping = asyncio.Event()
         self.last_tick_seconds: float | None = None
         self.fpm_down = False
+        self.apply_failures = 0
+        self.apply_blocked_until = float("-inf")
         self.ticks = 0
 
     # lifecycle -----------------------------------------------------------
@@ -167,8 +173,7 @@ class Controller:
             return True, "starting"
         age = self.clock() - self.last_tick_seconds
         limit = (
-            HEALTH_TICKS * self.settings.poll_interval_seconds
-            + self.settings.reload_verify_timeout_seconds
+            HEALTH_TICKS * self.settings.poll_interval_seconds + self.settings.reload_verify_timeout_seconds
         )
         if age > limit:
             return False, f"no tick completed for {age:.1f} s"
@@ -220,9 +225,7 @@ class Controller:
         for state in sample.unknown_states:
             if state not in track.logged_states:
                 track.logged_states.add(state)
-                log.warning(
-                    "unknown_worker_state", extra={"fields": {"pool": track.name, "state": state}}
-                )
+                log.warning("unknown_worker_state", extra={"fields": {"pool": track.name, "state": state}})
         increases = track.counters.update(sample)
         current = track.pm.max_children if track.pm else None
         busy = sample.busy_workers
@@ -266,7 +269,15 @@ class Controller:
         return decision
 
     async def _apply(self, decisions: list[Decision]) -> None:
+        """Apply every change of this tick in one reload; back off exponentially after failures."""
         if not decisions or self.applier is None:
+            return
+        now = self.clock()
+        if now < self.apply_blocked_until:
+            log.debug(
+                "apply_deferred",
+                extra={"fields": {"retry_in_seconds": round(self.apply_blocked_until - now, 1)}},
+            )
             return
         wanted: dict[str, PmSettings] = {}
         for track in self.tracks:
@@ -274,23 +285,17 @@ class Controller:
                 wanted[track.name] = track.pm
         for decision in decisions:
             current = wanted.get(decision.pool)
-            if current is None:
-                continue
-            wanted[decision.pool] = fit_pm(current, decision.target)
+            if current is not None:
+                wanted[decision.pool] = fit_pm(current, decision.target)
         result = await self.applier.apply(wanted)
+        self.fpm_down = result.fpm_down
         if result.result != "unchanged":
             self.metrics.reloads.labels(result=result.result).inc()
             self.metrics.reload_duration.observe(result.duration_seconds)
-        self.fpm_down = result.fpm_down
-        if not result.applied:
-            for decision in decisions:
-                self.metrics.errors.labels(pool=decision.pool, stage="apply").inc()
-            if result.result != "unchanged":
-                # Back off like after a reload: the cooldown stops a retry storm.
-                now = self.clock()
-                for track in self.tracks:
-                    track.state = replace(track.state, last_reload_seconds=now)
+        if result.result not in ("success", "unchanged"):
+            self._back_off(decisions, result.result)
             return
+        self.apply_failures = 0
         now = self.clock()
         by_pool = {d.pool: d for d in decisions}
         for track in self.tracks:
@@ -298,19 +303,41 @@ class Controller:
                 track.pm = wanted[track.name]
                 self.metrics.max_children.labels(pool=track.name).set(track.pm.max_children)
             applied = by_pool.get(track.name)
-            if applied is not None:
+            if applied is None:
+                continue
+            if result.applied:
                 track.state = track.state.applied(applied, now, self.policy)
-                log.info(
-                    "scaled",
-                    extra={
-                        "fields": {
-                            "pool": track.name,
-                            "from": applied.current,
-                            "to": applied.target,
-                            "reason": applied.reason.value,
-                        }
-                    },
-                )
+            log.info(
+                "scaled",
+                extra={
+                    "fields": {
+                        "pool": track.name,
+                        "from": applied.current,
+                        "to": applied.target,
+                        "reason": applied.reason.value,
+                        "reloaded": result.applied,
+                    }
+                },
+            )
+
+    def _back_off(self, decisions: list[Decision], result: str) -> None:
+        self.apply_failures += 1
+        base = max(MIN_BACKOFF_SECONDS, self.settings.min_reload_interval_seconds)
+        delay = min(MAX_BACKOFF_SECONDS, base * 2 ** (self.apply_failures - 1))
+        self.apply_blocked_until = self.clock() + delay
+        for decision in decisions:
+            self.metrics.errors.labels(pool=decision.pool, stage="apply").inc()
+        log.warning(
+            "apply_backoff",
+            extra={
+                "fields": {
+                    "result": result,
+                    "failures": self.apply_failures,
+                    "retry_in_seconds": delay,
+                    "pools": [d.pool for d in decisions],
+                }
+            },
+        )
 
     def _refresh_pm(self) -> None:
         if self.current_pm is None:

@@ -168,6 +168,11 @@ class Settings(BaseSettings):
         default=None,
         description="php-fpm's PID file, used as a hint and checked against /proc.",
     )
+    require_graceful_reload: bool = Field(
+        default=False,
+        description="Refuse to reload while php-fpm's `process_control_timeout` is 0, "
+        "because such a reload cuts in-flight requests. When false the agent only warns.",
+    )
     reload_verify_timeout_seconds: float = Field(
         default=30.0,
         gt=0,

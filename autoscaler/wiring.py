@@ -88,8 +88,10 @@ class Agent:
             return pm_from_config(fresh) if fresh is not None else {}
 
         controller = Controller(settings, readers, metrics, current_pm=current_pm)
+        if config is not None and root is None and settings.override_file is not None:
+            log_preflight(config, settings.override_file)
         if settings.mode is Mode.AUTO:
-            controller.applier = build_applier(settings, controller, config, config_file)
+            controller.applier = build_applier(settings, controller, config, config_file, root)
         host, _, port = settings.metrics_address.rpartition(":")
         server = MetricsServer(metrics.registry, controller.health, host, int(port))
         return cls(settings, controller, server, client)
@@ -106,6 +108,19 @@ class Agent:
         await self.server.stop()
         if self.client is not None:
             await self.client.aclose()
+
+
+def log_preflight(config: FpmConfig, override_file: Path) -> None:
+    """Log the start-up findings about the override file and php-fpm's settings."""
+    from autoscaler.fpmconfig.preflight import preflight
+
+    levels = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
+    for finding in preflight(config, pool_names=[], override_file=override_file):
+        log.log(
+            levels.get(finding.level, logging.INFO),
+            "preflight",
+            extra={"fields": {"pool": finding.pool, "level": finding.level, "message": finding.message}},
+        )
 
 
 def resolve_config_file(settings: Settings) -> tuple[Path | None, Path | None]:
@@ -175,12 +190,13 @@ def build_applier(
     controller: Controller,
     config: FpmConfig | None,
     config_file: Path | None,
+    root: Path | None = None,
 ) -> Applier:
     assert settings.override_file is not None  # enforced by Settings in auto mode
     backend = make_backend(settings)
     tester = None
     binary = find_fpm_binary(settings.fpm_binary)
-    if binary is not None and config_file is not None:
+    if binary is not None and config_file is not None and root is None:
 
         async def tester_call() -> list[str]:
             result = await run_config_test(binary, str(config_file))
@@ -209,15 +225,32 @@ def build_applier(
             extra={
                 "fields": {
                     "process_control_timeout": 0,
+                    "refusing": settings.require_graceful_reload,
                     "fix": "set process_control_timeout = 10s in php-fpm's [global] section",
                 }
             },
         )
+
+    def reload_guard() -> str | None:
+        if not settings.require_graceful_reload:
+            return None
+        fresh = read_config(config_file, root)
+        if fresh is None:
+            return "php-fpm's configuration is unreadable, so a graceful reload cannot be confirmed"
+        if fresh.global_config.process_control_timeout_seconds == 0:
+            return (
+                "process_control_timeout is 0, so a reload would cut in-flight requests; set "
+                "process_control_timeout = 10s in php-fpm's [global] section, or unset "
+                "PHPFPM_AUTOSCALER_REQUIRE_GRACEFUL_RELOAD"
+            )
+        return None
+
     verify_seconds = max(settings.reload_verify_timeout_seconds, drain + VERIFY_MARGIN_SECONDS)
     return Applier(
         settings.override_file,
         backend,
         controller.start_times,
         config_tester=tester,
+        reload_guard=reload_guard,
         verify_timeout_seconds=verify_seconds,
     )

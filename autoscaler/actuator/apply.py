@@ -29,6 +29,9 @@ StartTimeReader = Callable[[], Awaitable[Mapping[str, float | None]]]
 # Runs `php-fpm -t` on the configuration as it is on disk; returns php-fpm's
 # error messages, empty when the test passed.
 ConfigTester = Callable[[], Awaitable[list[str]]]
+# Returns why no reload may happen now (e.g. it would cut in-flight
+# requests), or None.
+ReloadGuard = Callable[[], str | None]
 
 
 class Reloader(Protocol):
@@ -66,6 +69,7 @@ class Applier:
         read_start_times: StartTimeReader,
         *,
         config_tester: ConfigTester | None = None,
+        reload_guard: ReloadGuard | None = None,
         verify_timeout_seconds: float = 30.0,
         verify_poll_seconds: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
@@ -76,6 +80,7 @@ class Applier:
         self.reloader = reloader
         self.read_start_times = read_start_times
         self.config_tester = config_tester
+        self.reload_guard = reload_guard
         self.verify_timeout_seconds = verify_timeout_seconds
         self.verify_poll_seconds = verify_poll_seconds
         self.clock = clock
@@ -102,6 +107,10 @@ class Applier:
         if problems:
             log.error("override_rejected", extra={"fields": {"problems": problems}})
             return self._result("validation_failed", started, "; ".join(problems))
+        refusal = self.reload_guard() if self.reload_guard is not None else None
+        if refusal is not None:
+            log.error("reload_refused", extra={"fields": {"reason": refusal}})
+            return self._result("validation_failed", started, refusal)
 
         try:
             write_atomically(self.override_file, content)
