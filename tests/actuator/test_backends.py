@@ -12,8 +12,6 @@ import logging
 import os
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -34,7 +32,8 @@ from autoscaler.errors import ConfigError, ReloadError
 from autoscaler.settings import load_settings
 from autoscaler.status.fastcgi import fastcgi_request, request_params
 from tests.conftest import requires_fpm
-from tests.fpm import FpmServer, free_port
+from tests.fpm import FpmServer
+from tests.supervisor import Supervisord
 
 SUPERVISORD = shutil.which("supervisord")
 requires_supervisord = pytest.mark.skipif(
@@ -245,106 +244,6 @@ async def test_systemd_failure_names_unit(
 # supervisord --------------------------------------------------------------------
 
 
-class Supervisord:
-    """A real supervisord in the foreground, serving XML-RPC on a socket and on TCP."""
-
-    def __init__(self, root: Path, programs: dict[str, str], *, password: str) -> None:
-        assert SUPERVISORD is not None
-        self.root = root
-        self.socket_path = root / "supervisor.sock"
-        self.port = free_port()
-        self.username = "autoscaler"
-        self.password = password
-        self.conf = root / "supervisord.conf"
-        self._write_config(programs)
-
-        log = open(root / "supervisord.out", "ab")  # noqa: SIM115 - lives with the process
-        self.process = subprocess.Popen(
-            [SUPERVISORD, "-n", "-c", str(self.conf)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-
-    def _write_config(self, programs: dict[str, str]) -> None:
-        root = self.root
-        lines = [
-            "[unix_http_server]",
-            f"file = {self.socket_path}",
-            "chmod = 0700",
-            "[inet_http_server]",
-            f"port = 127.0.0.1:{self.port}",
-            f"username = {self.username}",
-            f"password = {self.password}",
-            "[supervisord]",
-            f"logfile = {root / 'supervisord.log'}",
-            f"pidfile = {root / 'supervisord.pid'}",
-            f"childlogdir = {root}",
-            "nodaemon = true",
-            "[rpcinterface:supervisor]",
-            "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
-        ]
-        for name, options in programs.items():
-            lines += [
-                f"[program:{name}]",
-                options,
-                "autorestart = false",
-                "startsecs = 1",
-                "startretries = 0",
-                "stopsignal = QUIT",
-                "stopwaitsecs = 10",
-                "redirect_stderr = true",
-                f"stdout_logfile = {root / (name + '.log')}",
-            ]
-        self.conf.write_text("\n".join(lines) + "\n")
-
-    @property
-    def socket_url(self) -> str:
-        return f"unix://{self.socket_path}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/RPC2"
-
-    async def wait_running(self, program: str, timeout_seconds: float = 15) -> int:
-        """Wait until ``program`` is RUNNING and return its PID."""
-        backend = SupervisorBackend(self.socket_url, program, timeout_seconds=2)
-        deadline = time.monotonic() + timeout_seconds
-        last = "no reply"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"supervisord exited: {self.log()}")
-            try:
-                info = await backend.process_info()
-            except ReloadError as exc:
-                last = str(exc)
-            else:
-                if info.state_name == "RUNNING":
-                    return info.pid
-                last = info.state_name
-            await asyncio.sleep(0.1)
-        raise RuntimeError(
-            f"{program} not RUNNING within {timeout_seconds} s ({last}): {self.log()}"
-        )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
-
-    def log(self) -> str:
-        parts = []
-        for path in sorted(self.root.glob("*.log")) + [self.root / "supervisord.out"]:
-            if path.exists():
-                parts.append(f"== {path.name}\n" + path.read_text(errors="replace")[-2000:])
-        return "\n".join(parts)
-
-
 @pytest.fixture
 def supervised_fpm(
     fpm_factory: Callable[..., FpmServer], tmp_path: Path
@@ -377,9 +276,7 @@ async def test_supervisor_reloads_over_socket(
     supervisord, server = supervised_fpm
     program_pid = await supervisord.wait_running("php-fpm")
     server.wait_ready()
-    backend = SupervisorBackend(
-        supervisord.socket_url, "php-fpm", timeout_seconds=5, config_file=server.conf
-    )
+    backend = SupervisorBackend(supervisord.socket_url, "php-fpm", timeout_seconds=5, config_file=server.conf)
     found = backend.master()
     assert found is not None
     assert found.pid == program_pid
@@ -513,9 +410,7 @@ def test_supervisor_url_forms(url: str, expected_display: str) -> None:
     assert SupervisorBackend(url, "php-fpm").display_url == expected_display
 
 
-@pytest.mark.parametrize(
-    "url", ["unix://run/supervisor.sock", "ftp://127.0.0.1/", "127.0.0.1:9001"]
-)
+@pytest.mark.parametrize("url", ["unix://run/supervisor.sock", "ftp://127.0.0.1/", "127.0.0.1:9001"])
 def test_supervisor_url_invalid(url: str) -> None:
     with pytest.raises(ConfigError, match="PHPFPM_AUTOSCALER_SUPERVISOR_URL"):
         SupervisorBackend(url, "php-fpm")
@@ -557,9 +452,7 @@ async def test_command_success(tmp_path: Path, caplog: pytest.LogCaptureFixture)
 @requires_fpm
 async def test_command_reloads_real_fpm(fpm_factory: Callable[..., FpmServer]) -> None:
     server = fpm_factory(pid_file=False)
-    backend = CommandBackend(
-        ["kill", "-USR2", str(server.pid)], timeout_seconds=10, config_file=server.conf
-    )
+    backend = CommandBackend(["kill", "-USR2", str(server.pid)], timeout_seconds=10, config_file=server.conf)
     before = await start_time(server)
     await wait_for_next_second(before)
 
@@ -679,9 +572,7 @@ def test_make_backend_signal() -> None:
 
 
 def test_make_backend_systemd() -> None:
-    settings = load_settings(
-        settings_for(reload_method="systemd", systemd_unit="php8.2-fpm.service")
-    )
+    settings = load_settings(settings_for(reload_method="systemd", systemd_unit="php8.2-fpm.service"))
 
     backend = make_backend(settings)
 
@@ -765,4 +656,3 @@ def test_reload_settings_rejected(variables: dict[str, str], expected: str) -> N
         load_settings(settings_for(**variables))
 
     assert expected in str(caught.value)
-
