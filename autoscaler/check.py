@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from autoscaler.errors import AutoscalerError, StatusError
 from autoscaler.policy import Observation, PolicySettings, PoolState, decide
@@ -29,9 +30,7 @@ async def run_check(settings: Settings) -> int:
     from autoscaler.wiring import make_readers, pm_from_config, read_config, resolve_config_file
 
     report = Report()
-    print(
-        f"settings: valid (mode {settings.mode.value}, {len(settings.status_urls)} status page(s))"
-    )
+    print(f"settings: valid (mode {settings.mode.value}, {len(settings.status_urls)} status page(s))")
 
     print("status pages:")
     samples: dict[str, PoolSample] = {}
@@ -90,12 +89,11 @@ async def run_check(settings: Settings) -> int:
                 f"pool {name!r}: pm = {pool.pm}, pm.max_children = {pool.max_children}"
                 + (f" (from {where})" if where else ""),
             )
+        _report_error_log(report, config.global_config.error_log, root)
         if settings.override_file is not None:
             from autoscaler.fpmconfig.preflight import preflight
 
-            for finding in preflight(
-                config, pool_names=list(samples), override_file=settings.override_file
-            ):
+            for finding in preflight(config, pool_names=list(samples), override_file=settings.override_file):
                 prefix = f"pool {finding.pool!r}: " if finding.pool else ""
                 report.line(finding.level, prefix + finding.message)
 
@@ -127,6 +125,36 @@ async def run_check(settings: Settings) -> int:
 
     print(f"result: {report.errors} error(s), {report.warnings} warning(s)")
     return 1 if report.errors else 0
+
+
+# Only the end of a large error log is read: recent warnings are what matter.
+ERROR_LOG_TAIL_BYTES = 1 << 20
+
+
+def _report_error_log(report: Report, path: str | None, root: Path | None) -> None:
+    """Count php-fpm's recent saturation warnings, when its error log is a readable file."""
+    if not path or not path.startswith("/"):
+        return
+    from autoscaler.status.errorlog import parse_error_log, summarize
+
+    log_path = root / path.lstrip("/") if root is not None else Path(path)
+    try:
+        with log_path.open("rb") as handle:
+            handle.seek(max(0, log_path.stat().st_size - ERROR_LOG_TAIL_BYTES))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return
+    for (kind, pool), count in sorted(summarize(parse_error_log(lines)).items(), key=str):
+        if kind == "max_children":
+            report.line("warning", f"pool {pool!r} reached pm.max_children {count} time(s) ({path})")
+        elif kind == "process_max":
+            report.line(
+                "warning",
+                f"php-fpm reached process.max {count} time(s); the agent keeps the "
+                f"sum of its pools within process.max ({path})",
+            )
+        else:
+            report.line("info", f"pool {pool!r} was busy spawning workers {count} time(s) ({path})")
 
 
 def _would_do(
