@@ -110,16 +110,19 @@ def decide(
     if recommendation == current:
         return verdict(current, reason, f"recommendation {recommendation} equals current")
 
-    memory_forced = current > ceiling
+    above_bound = current > ceiling
     target = recommendation
-    if memory_forced:
-        # Down to the ceiling at once; any further scale-down goes through
-        # the usual stabilization on later ticks.
-        target, reason = ceiling, Reason.MEMORY_CEILING
+    below_minimum = current < min(settings.min_children, ceiling)
+    if above_bound:
+        # Down to the upper bound at once; any further scale-down goes
+        # through the usual stabilization on later ticks.
+        target = ceiling
+        reason = Reason.MAX_CHILDREN if ceiling == settings.max_children else Reason.MEMORY_CEILING
     elif target > current:
         target, step_reason = limit_scale_up(target, current, settings)
         reason = step_reason or reason
-        if not saturated and within_tolerance(target, current, settings):
+        # A pool below its floor goes up whatever the tolerance says.
+        if not saturated and not below_minimum and within_tolerance(target, current, settings):
             return verdict(
                 current, Reason.WITHIN_TOLERANCE, f"{target} is within tolerance of {current}"
             )
@@ -144,7 +147,7 @@ def decide(
         target, step_reason = limit_scale_down(target, current, settings)
         reason = step_reason or reason
 
-    if not memory_forced and in_cooldown(state, settings, now_seconds, scale_up=target > current):
+    if not above_bound and in_cooldown(state, settings, now_seconds, scale_up=target > current):
         return verdict(current, Reason.COOLDOWN, f"would set {target}; last reload too recent")
     return verdict(target, reason, f"{current} -> {target}")
 
