@@ -1,6 +1,6 @@
 """The memory budget of a pool: memory limit, reserve and per-worker memory.
 
-This module reads /proc and /sys/fs/cgroup; the pure policy only sees the
+This module reads /proc and /sys/fs/cgroup; the pure policy only receives the
 resulting ``MemoryBudget``. Sources, in order of preference:
 
 - memory limit: the setting, else the memory limit of php-fpm's master

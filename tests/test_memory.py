@@ -212,8 +212,8 @@ def test_cgroup_v2_max_means_no_limit(host: FakeHost) -> None:
 
 
 def test_cgroup_v2_namespace_root(host: FakeHost) -> None:
-    # With a cgroup namespace (Docker's default on cgroup v2) the process sees
-    # its own cgroup as "/" and its files at the top of the mount.
+    # With a cgroup namespace (Docker's default on cgroup v2) /proc shows the
+    # process's own cgroup as "/" and its files at the top of the mount.
     host.master_cgroup("0::/\n")
     host.cgroup_file("memory.max", str(GIB))
     limit = host.estimator(master_pid=MASTER).memory_limit()
@@ -250,7 +250,7 @@ def test_cgroup_v1_host_path_of_own_container(host: FakeHost) -> None:
 
 
 def test_cgroup_of_other_container_not_visible(host: FakeHost) -> None:
-    # A sidecar sees its own limit at the top of the mount, which is not
+    # A sidecar finds its own limit at the top of the mount, which is not
     # php-fpm's: the estimator must not take it.
     host.self_cgroup("4:memory:/docker/agent\n")
     host.master_cgroup("4:memory:/docker/php\n")
@@ -463,7 +463,7 @@ def sample_from_json(data: dict[str, object]) -> PoolSample:
 
 
 def load_workers(server: FpmServer, workers: int) -> None:
-    """Make every worker run one request that holds 20 MiB, all at the same time."""
+    """Make every worker run one request that keeps 20 MiB, all at the same time."""
     async def burst() -> None:
         await asyncio.gather(*(
             server.request("/work.php", "mb=20&seconds=0.5") for _ in range(workers)
@@ -496,7 +496,8 @@ def test_real_workers_pss_and_ceiling(fpm_factory: Callable[..., FpmServer]) -> 
     after = [read_pss_bytes(pid, Path("/proc")) for pid in status_pids]
 
     print(f"worker PSS before {before} after {after}; estimate {budget.worker_bytes}")
-    assert None not in before and None not in after
+    assert None not in before
+    assert None not in after
     for value in before:
         assert value is not None
         assert MIB < value < 200 * MIB

@@ -1,6 +1,6 @@
 """Fit the targets of several pools under one php-fpm master into shared limits.
 
-Each pool's ``decide`` knows only its own bounds. The pools of one master
+Each pool's ``decide`` applies only its own bounds. The pools of one master
 also share php-fpm's global ``process.max`` (children of all pools together)
 and one memory limit. When the decided targets together exceed either,
 ``fit_pools`` splits the room by demand:
@@ -34,7 +34,7 @@ from autoscaler.policy.types import MemoryBudget, Reason
 
 @dataclass(frozen=True, slots=True)
 class PoolRequest:
-    """What one pool asks for after its own ``decide``."""
+    """The request of one pool, from its own ``decide``."""
 
     target: int
     # Lowest allocation: min_children, or the pool's own memory ceiling when

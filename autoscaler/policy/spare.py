@@ -1,15 +1,16 @@
 """Spare-server targets for ``pm = dynamic`` pools, sized from observed bursts.
 
 With ``pm = dynamic`` php-fpm keeps between min_spare and max_spare idle
-workers. Once a second its maintenance pass (``fpm_pctl_perform_idle_server_maintenance``
-in php-src ``sapi/fpm/fpm/fpm_process_ctl.c``, PHP 8.2) either kills one
+workers. Once a second (``FPM_IDLE_SERVER_MAINTENANCE_HEARTBEAT``) its
+maintenance pass (``fpm_pctl_perform_idle_server_maintenance`` in php-src
+``sapi/fpm/fpm/fpm_process_ctl.c``, PHP 8.1 and later) either kills one
 idle worker when there are more than max_spare, or forks
 min(spawn rate, min_spare - idle) workers when there are fewer than
-min_spare. The spawn rate starts at 1, doubles after each pass that forked,
-up to ``pm.max_spawn_rate`` (default 32), and falls back to 1 once idle
-workers are back in range. So a burst of requests is served at once only by
-the idle workers that are already there, plus 1 worker forked within the
-first second, 1 + 2 within two seconds, and so on.
+min_spare. The spawn rate starts at 1, doubles after each pass that forked
+while it is below ``pm.max_spawn_rate`` (default 32), and falls back to 1
+once idle workers are back in range. So a burst of requests is served at
+once only by the idle workers that are already there, plus 1 worker forked
+within the first second, 1 + 2 within two seconds, and so on.
 
 ``spare_target`` therefore sets:
 
@@ -42,7 +43,7 @@ from autoscaler.policy.types import Observation
 
 @dataclass(frozen=True, slots=True)
 class SpareSettings:
-    """How spare servers are sized."""
+    """Tuning of the spare-server sizing."""
 
     # A typical burst must be served within this time after it arrives.
     absorb_seconds: float = 1.0
@@ -82,14 +83,16 @@ def forks_within(seconds: float, min_spare: int, max_spawn_rate: int) -> int:
     """Return the most workers php-fpm forks within ``seconds`` after a burst took all idle ones.
 
     One maintenance pass runs per whole second. While the burst keeps every
-    new worker busy, idle stays 0, so each pass forks min(rate, min_spare)
-    with the rate 1, 2, 4, ... up to ``max_spawn_rate``.
+    new worker busy, idle stays 0, so each pass forks min(rate, min_spare).
+    The rate goes 1, 2, 4, ... and doubles only while it is below
+    ``max_spawn_rate``, so it can end above a rate that is not a power of 2.
     """
     total = 0
     rate = 1
     for _ in range(max(0, math.floor(seconds))):
         total += min(rate, min_spare)
-        rate = min(rate * 2, max(1, max_spawn_rate))
+        if rate < max_spawn_rate:
+            rate *= 2
     return total
 
 

@@ -177,7 +177,7 @@ def test_fit_pools_properties(
         minimum_memory = memory_used(minimum_allocations, requests, shared)
         minimums_fit = minimums_fit and minimum_memory <= available
     if not minimums_fit:
-        # Every pool keeps its minimum and is told which limit it exceeds.
+        # Every pool keeps its minimum, and its reason names the exceeded limit.
         assert all(a.reason is not None for a in result.values())
         return
     for name, allocation in result.items():

@@ -62,6 +62,7 @@ def test_typical_burst_percentile() -> None:
         (3, 10, 32, 1 + 2 + 4),  # and doubles
         (3, 3, 32, 1 + 2 + 3),  # never more than min_spare per pass
         (4, 100, 2, 1 + 2 + 2 + 2),  # up to pm.max_spawn_rate
+        (4, 100, 5, 1 + 2 + 4 + 8),  # doubled while below it, as php-fpm does
     ],
 )
 def test_forks_within(seconds: float, min_spare: int, rate: int, forks: int) -> None:
