@@ -211,10 +211,10 @@ class MemoryEstimator:
         """Return the 90th percentile worker memory of ``pool`` from the sources available.
 
         With both the workers' PSS and ``last request memory``, the larger
-        figure counts: a worker that has not served a request yet has a PSS
-        far below what it reaches while serving one (231 KiB for each of 50
+        figure counts. A worker that has not served a request yet has a PSS
+        far below what it reaches while serving one: 231 KiB for each of 50
         fresh PHP 8.2 workers, against 2 MiB or more once they served a
-        request), and the allocator peak shows what requests take.
+        request. The allocator peak shows what requests take.
         """
         pids = find_pool_workers(pool, self.proc_root, self.master_pid())
         pss = [value for value in (read_pss_bytes(pid, self.proc_root) for pid in pids) if value]

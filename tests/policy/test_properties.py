@@ -18,8 +18,8 @@ every change (``PoolState.applied``) and storing every recommendation
     up-then-down reversals <= ceil(W / S),
   because a scale-down needs a stabilization window (at least S, longer
   with the flap penalty) whose recommendations are all below the current
-  size, while the scale-up before it stored a recommendation at least as
-  high as that size: two reversals are more than S apart. With the
+  size. The scale-up before it stored a recommendation at least as high
+  as that size, so two reversals are more than S apart. With the
   defaults (R = 30 s, S = 300 s) that is at most 21 changes and 2
   reversals in 10 minutes.
 
