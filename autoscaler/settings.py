@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -228,6 +230,57 @@ class Settings(BaseSettings):
         "XML-RPC call or command); the command is killed when it passes.",
     )
 
+    # Memory budget (autoscaler/memory.py). Byte values take a plain number or
+    # a suffix: K, M, G, T (powers of 1000) or Ki, Mi, Gi, Ti (powers of 1024).
+    memory_limit_bytes: int | None = Field(
+        default=None,
+        gt=0,
+        description="Memory available to php-fpm (master and workers), e.g. `2Gi` or the "
+        "container limit from the Kubernetes Downward API (`resourceFieldRef: "
+        "limits.memory`). Default: the `memory.max` (cgroup v2) or "
+        "`memory.limit_in_bytes` (cgroup v1) of the php-fpm master's cgroup when the agent "
+        "can see it, else MemTotal of /proc/meminfo. Set it when the agent runs in "
+        "another container than php-fpm, since it cannot see php-fpm's cgroup there.",
+    )
+    memory_reserve_bytes: int = Field(
+        default=256 * 1024**2,
+        ge=0,
+        description="Memory kept out of the workers' share: 128 MiB for OPcache's shared "
+        "memory (`opcache.memory_consumption` defaults to 128 MB) plus 128 MiB for the "
+        "master (about 20 MB RSS with PHP 8.2), the page cache and other processes under "
+        "the same limit. Raise it by the OPcache size you configured above 128 MB and by "
+        "any JIT buffer (`opcache.jit_buffer_size`).",
+    )
+    memory_margin_ratio: float = Field(
+        default=0.1,
+        ge=0,
+        le=10,
+        description="Headroom added to the per-worker memory before dividing: the memory "
+        "ceiling is floor((limit - reserve) / (worker memory x (1 + margin))).",
+    )
+    allocator_to_rss_ratio: float = Field(
+        default=1.2,
+        gt=0,
+        le=100,
+        description="Factor from PHP's allocator peak (`last request memory` of the status "
+        "page) to a worker's memory, used when the workers' PSS cannot be read. Measured on "
+        "PHP 8.2: during a request a worker's PSS was 1.04 to 1.2 times that peak "
+        "(peak + about 2.3 MiB).",
+    )
+    worker_memory_bytes: int = Field(
+        default=64 * 1024**2,
+        gt=0,
+        description="Per-worker memory used when neither the workers' PSS "
+        "(/proc/PID/smaps_rollup) nor `last request memory` (status page read with "
+        "`full`) is available.",
+    )
+    worker_memory_window_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="The per-worker memory is the highest 90th percentile seen within this "
+        "window, so the memory ceiling does not move on every poll.",
+    )
+
     @field_validator("status_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: Any) -> Any:
@@ -250,6 +303,15 @@ class Settings(BaseSettings):
                 parse_status_uri(url)
             except ConfigError as exc:
                 raise ValueError(str(exc)) from exc
+        return value
+
+    @field_validator(
+        "memory_limit_bytes", "memory_reserve_bytes", "worker_memory_bytes", mode="before"
+    )
+    @classmethod
+    def _parse_byte_size(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return parse_byte_size(value)
         return value
 
     @field_validator("log_level", mode="before")
@@ -366,6 +428,48 @@ def _plain(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return "**********" if value.get_secret_value() else ""
     return value
+
+
+_BYTE_SUFFIXES = {
+    "": 1,
+    "K": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "T": 1000**4,
+    "KI": 1024,
+    "MI": 1024**2,
+    "GI": 1024**3,
+    "TI": 1024**4,
+}
+_BYTE_SIZE = re.compile(r"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?P<suffix>[A-Za-z]*)")
+
+
+def parse_byte_size(text: str) -> int:
+    """Parse ``2147483648``, ``2Gi`` or ``512M`` into bytes, rounding down.
+
+    Suffixes follow Kubernetes quantities: K, M, G, T are powers of 1000 and
+    Ki, Mi, Gi, Ti powers of 1024; a trailing ``B`` (``512MB``, ``2GiB``) is
+    accepted. A lower-case ``m`` is rejected, because Kubernetes reads it as
+    milli while Docker reads it as MiB.
+    """
+    match = _BYTE_SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a byte size; write a whole number of bytes or a number with "
+            "a suffix, e.g. 2147483648, 2Gi or 512M"
+        )
+    suffix = match["suffix"]
+    if suffix.startswith("m"):
+        raise ValueError(
+            f"{text!r} is ambiguous: 'm' means milli in Kubernetes and MiB in Docker; "
+            "write Mi (1024 x 1024) or M (1000 x 1000)"
+        )
+    key = suffix.upper().removesuffix("B")
+    if key not in _BYTE_SUFFIXES:
+        raise ValueError(
+            f"{text!r} has an unknown suffix {suffix!r}; use K, M, G, T, Ki, Mi, Gi or Ti"
+        )
+    return int(Decimal(match["number"]) * _BYTE_SUFFIXES[key])
 
 
 def env_name(field_name: str) -> str:
