@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from autoscaler.actuator.apply import Applier
 from autoscaler.errors import (
@@ -22,7 +22,7 @@ from autoscaler.errors import (
     StatusError,
     StatusTimeoutError,
 )
-from autoscaler.fpmconfig.rules import PmSettings, fit_pm
+from autoscaler.fpmconfig.rules import PmSettings, SpareTarget, fit_pm
 from autoscaler.metrics import Metrics
 from autoscaler.policy import (
     Decision,
@@ -33,6 +33,9 @@ from autoscaler.policy import (
     PoolState,
     decide,
 )
+from autoscaler.policy.decide import upper_bound
+from autoscaler.policy.pools import PoolRequest, fit_pools
+from autoscaler.policy.spare import SpareSettings, spare_target
 from autoscaler.settings import Mode, Settings
 from autoscaler.status import CounterTracker, PoolSample, StatusReader
 
@@ -44,6 +47,10 @@ HEALTH_TICKS = 3
 # interval) x 2^(failures - 1), capped at MAX_BACKOFF.
 MIN_BACKOFF_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 600.0
+# Reading every worker's smaps_rollup costs tens of milliseconds with 50
+# workers (measured on 2 cores), so the memory budget is refreshed at this
+# interval rather than every tick; worker memory moves slowly anyway.
+MEMORY_REFRESH_SECONDS = 15.0
 
 
 def policy_settings(settings: Settings) -> PolicySettings:
@@ -86,6 +93,11 @@ class PoolTrack:
     counters: CounterTracker = field(default_factory=CounterTracker)
     state: PoolState = field(default_factory=PoolState)
     pm: PmSettings | None = None
+    # The pool's settings when the agent first read them: the operator's spare
+    # values stay a floor for the burst-sized ones.
+    base_pm: PmSettings | None = None
+    budget: MemoryBudget | None = None
+    budget_read_seconds: float | None = None
     last_sample: PoolSample | None = None
     last_decision: Decision | None = None
     logged_states: set[str] = field(default_factory=set)
@@ -100,7 +112,8 @@ class Controller:
         *,
         applier: Applier | None = None,
         current_pm: Callable[[], Mapping[str, PmSettings]] | None = None,
-        budget: Callable[[str], MemoryBudget | None] | None = None,
+        budget: Callable[[str, PoolSample | None], MemoryBudget | None] | None = None,
+        process_max: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
@@ -111,6 +124,7 @@ class Controller:
         self.applier = applier
         self.current_pm = current_pm
         self.budget = budget
+        self.process_max = process_max
         self.clock = clock
         self.sleep = sleep
         self.wall_clock = wall_clock
@@ -188,6 +202,9 @@ class Controller:
         if self.settings.mode is not Mode.OBSERVE:
             for track, observation in zip(self.tracks, results, strict=True):
                 decisions.append(self._decide(track, observation, now))
+            decisions = self._fit_shared_limits(decisions)
+            for decision in decisions:
+                self._publish(decision)
             if self.settings.mode is Mode.AUTO:
                 await self._apply([d for d in decisions if d.changes])
         self.ticks += 1
@@ -246,12 +263,77 @@ class Controller:
     def _decide(self, track: PoolTrack, observation: Observation, now: float) -> Decision:
         track.state = track.state.observe(observation, self.policy)
         current = track.pm.max_children if track.pm else None
-        budget = self.budget(track.name) if self.budget else None
+        budget = self._budget(track, observation, now)
         decision = decide(track.name, track.state, current, self.policy, now, budget)
         track.state = track.state.remember(decision, now, self.policy)
+        return decision
+
+    def _budget(self, track: PoolTrack, observation: Observation, now: float) -> MemoryBudget | None:
+        if self.budget is None:
+            return None
+        due = track.budget_read_seconds is None or now - track.budget_read_seconds >= MEMORY_REFRESH_SECONDS
+        if due:
+            sample = track.last_sample if observation.failure is None else None
+            track.budget = self.budget(track.name, sample)
+            track.budget_read_seconds = now
+            self._publish_budget(track)
+        return track.budget
+
+    def _publish_budget(self, track: PoolTrack) -> None:
+        budget = track.budget
+        if budget is None:
+            return
+        if budget.worker_bytes is not None:
+            self.metrics.worker_memory.labels(pool=track.name).set(budget.worker_bytes)
+        if budget.limit_bytes is not None:
+            self.metrics.memory_limit.labels(pool=track.name).set(budget.limit_bytes)
+        self.metrics.memory_source.clear()
+        for other in self.tracks:
+            if other.budget is not None:
+                self.metrics.memory_source.labels(
+                    pool=other.name,
+                    limit_source=other.budget.limit_source,
+                    worker_source=other.budget.worker_source,
+                ).set(1)
+
+    def _fit_shared_limits(self, decisions: list[Decision]) -> list[Decision]:
+        """Keep the pools of one master within process.max and their shared memory."""
+        process_max = self.process_max() if self.process_max else 0
+        budgets = {track.name: track.budget for track in self.tracks}
+        shared = next((b for b in budgets.values() if b is not None and b.ceiling is not None), None)
+        known = [d for d in decisions if d.current is not None]
+        if len(known) < 2 and process_max == 0:
+            return decisions
+        requests = {}
+        for d in known:
+            budget = budgets.get(d.pool)
+            requests[d.pool] = PoolRequest(
+                target=d.target,
+                minimum=min(self.policy.min_children, upper_bound(self.policy, budget)),
+                demand=int(d.inputs.get("peak_demand") or 0),
+                worker_bytes=budget.worker_bytes if budget is not None else None,
+            )
+        allocations = fit_pools(
+            requests, process_max=process_max, shared_memory=shared if len(known) > 1 else None
+        )
+        fitted = []
+        for decision in decisions:
+            allocation = allocations.get(decision.pool)
+            if allocation is None or allocation.reason is None or allocation.target == decision.target:
+                fitted.append(decision)
+                continue
+            fitted.append(
+                replace(
+                    decision, target=allocation.target, reason=allocation.reason, message=allocation.message
+                )
+            )
+        return fitted
+
+    def _publish(self, decision: Decision) -> None:
+        track = next(t for t in self.tracks if t.name == decision.pool)
         self.metrics.record_decision(decision)
-        if current is not None:
-            self.metrics.max_children.labels(pool=track.name).set(current)
+        if decision.current is not None:
+            self.metrics.max_children.labels(pool=track.name).set(decision.current)
         fields = {
             "pool": track.name,
             "current": decision.current,
@@ -266,7 +348,6 @@ class Controller:
         )
         log.log(logging.INFO if changed else logging.DEBUG, "decision", extra={"fields": fields})
         track.last_decision = decision
-        return decision
 
     async def _apply(self, decisions: list[Decision]) -> None:
         """Apply every change of this tick in one reload; back off exponentially after failures."""
@@ -283,10 +364,11 @@ class Controller:
         for track in self.tracks:
             if track.pm is not None:
                 wanted[track.name] = track.pm
+        tracks = {track.name: track for track in self.tracks}
         for decision in decisions:
             current = wanted.get(decision.pool)
             if current is not None:
-                wanted[decision.pool] = fit_pm(current, decision.target)
+                wanted[decision.pool] = self._resize(tracks[decision.pool], current, decision.target)
         result = await self.applier.apply(wanted)
         self.fpm_down = result.fpm_down
         if result.result != "unchanged":
@@ -320,6 +402,25 @@ class Controller:
                 },
             )
 
+    def _resize(self, track: PoolTrack, current: PmSettings, target: int) -> PmSettings:
+        """Settings for ``target`` workers; dynamic pools get spare values sized to their bursts.
+
+        php-fpm forks dynamic workers one pass per second at a rate doubling
+        from 1, so a burst larger than min_spare_servers waits for the ramp.
+        The operator's configured spare values remain the floor.
+        """
+        if current.pm != "dynamic":
+            return fit_pm(current, target)
+        base = track.base_pm or current
+        spare = spare_target(
+            track.state.observations, target, SpareSettings(max_spawn_rate=current.max_spawn_rate or 32)
+        )
+        floor = SpareTarget(
+            min_spare_servers=max(spare.min_spare_servers, base.min_spare_servers or 1),
+            max_spare_servers=max(spare.max_spare_servers, base.max_spare_servers or 1),
+        )
+        return fit_pm(current, target, spare=floor)
+
     def _back_off(self, decisions: list[Decision], result: str) -> None:
         self.apply_failures += 1
         base = max(MIN_BACKOFF_SECONDS, self.settings.min_reload_interval_seconds)
@@ -350,6 +451,8 @@ class Controller:
                 pm = lowered.get(track.name.lower())
             if pm is not None:
                 track.pm = pm
+                if track.base_pm is None:
+                    track.base_pm = pm
 
     async def start_times(self) -> dict[str, float | None]:
         """Read every pool's start time now; None for a pool whose poll fails."""

@@ -17,6 +17,7 @@ from autoscaler.fpmconfig.reader import load_fpm_config
 from autoscaler.fpmconfig.rules import PmSettings
 from autoscaler.fpmconfig.tester import find_fpm_binary, run_config_test
 from autoscaler.httpserver import MetricsServer
+from autoscaler.memory import MemoryEstimator
 from autoscaler.metrics import Metrics
 from autoscaler.settings import Mode, Settings
 from autoscaler.status import StatusReader
@@ -56,6 +57,7 @@ def pm_from_config(config: FpmConfig) -> dict[str, PmSettings]:
             start_servers=pool.start_servers,
             min_spare_servers=pool.min_spare_servers,
             max_spare_servers=pool.max_spare_servers,
+            max_spawn_rate=pool.max_spawn_rate,
         )
     return result
 
@@ -87,7 +89,18 @@ class Agent:
             fresh = read_config(config_file, root)
             return pm_from_config(fresh) if fresh is not None else {}
 
-        controller = Controller(settings, readers, metrics, current_pm=current_pm)
+        def process_max() -> int:
+            return config.global_config.process_max if config is not None else 0
+
+        estimator = MemoryEstimator(settings)
+        controller = Controller(
+            settings,
+            readers,
+            metrics,
+            current_pm=current_pm,
+            budget=estimator.budget,
+            process_max=process_max,
+        )
         if config is not None and root is None and settings.override_file is not None:
             log_preflight(config, settings.override_file)
         if settings.mode is Mode.AUTO:

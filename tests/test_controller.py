@@ -231,3 +231,44 @@ async def test_saturation_with_status_timeouts_never_scales_down(tmp_path: Path,
     # The first timeout already scales up: a status page stuck behind busy workers is saturation.
     assert directions[3] is Direction.UP
     assert all(reader.reads == len(rows) for reader in readers)
+
+
+async def test_pools_share_process_max(tmp_path: Path) -> None:
+    readers = [
+        ScriptedReader("tcp://127.0.0.1:9000/status", [sample("www", busy=4, idle=0)]),
+        ScriptedReader("tcp://127.0.0.1:9001/status", [sample("api", busy=4, idle=0)]),
+    ]
+    applier = RecordingApplier()
+    clock = FakeClock()
+    ctl = Controller(
+        settings(tmp_path),
+        readers,
+        Metrics(),  # type: ignore[arg-type]
+        applier=applier,  # type: ignore[arg-type]
+        current_pm=lambda: {"www": PM, "api": PM},
+        process_max=lambda: 10,
+        clock=clock,
+        wall_clock=clock,
+    )
+    ctl._refresh_pm()
+    decisions = await ctl.tick()
+    assert sum(d.target for d in decisions) <= 10
+    assert {d.reason for d in decisions} == {Reason.PROCESS_MAX}
+    assert sum(pm.max_children for pm in applier.calls[0].values()) <= 10
+
+
+async def test_dynamic_spares_follow_bursts(tmp_path: Path) -> None:
+    script: list[PoolSample | StatusError] = [sample("www", busy=0, idle=4), sample("www", busy=4, idle=0)]
+    readers = [ScriptedReader("tcp://127.0.0.1:9000/status", script)]
+    applier = RecordingApplier()
+    ctl, clock = controller(tmp_path, readers, applier)
+    ctl._refresh_pm()
+    await ctl.tick()
+    clock.now = 1.0
+    await ctl.tick()
+    pm = applier.calls[0]["www"]
+    assert pm.max_children == 6
+    assert validate_pm(pm) == []
+    # A rise of 4 busy workers in one poll: more spare workers than the
+    # configured minimum of 1, so the next burst does not wait for forks.
+    assert pm.min_spare_servers is not None and pm.min_spare_servers > PM.min_spare_servers
