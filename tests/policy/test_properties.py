@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import pytest
 from hypothesis import example, given, settings, target
 from hypothesis import strategies as st
 
