@@ -137,11 +137,7 @@ CASES = [
     Case(
         "max children reached rising is saturation",
         4,
-        [
-            Observation(
-                at_seconds=0, busy=2, idle=2, total=4, queue=0, max_children_reached_increase=1
-            )
-        ],
+        [Observation(at_seconds=0, busy=2, idle=2, total=4, queue=0, max_children_reached_increase=1)],
         6,
         Reason.SATURATED,
     ),
@@ -257,17 +253,14 @@ def test_spike_then_quiet_scales_up_fast_and_down_slowly() -> None:
 
 def test_slow_ramp_tracks_demand_within_step_limits() -> None:
     ramp = [
-        Observation(at_seconds=t, busy=1 + t // 10, idle=1, total=2 + t // 10, queue=0)
-        for t in range(200)
+        Observation(at_seconds=t, busy=1 + t // 10, idle=1, total=2 + t // 10, queue=0) for t in range(200)
     ]
     decisions, final = run_ticks(ramp, current=2)
     assert final >= ramp[-1].busy
     for decision in decisions:
         if decision.direction is Direction.UP:
             assert decision.current is not None
-            assert decision.target <= max(
-                2 * decision.current, decision.current + FAST.scale_up_max_workers
-            )
+            assert decision.target <= max(2 * decision.current, decision.current + FAST.scale_up_max_workers)
 
 
 def test_oscillation_reloads_are_bounded() -> None:
@@ -322,3 +315,35 @@ def test_policy_imports_no_io() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module.split(".")[0]]
             assert not forbidden.intersection(names), f"{path.name} imports {names}"
+
+
+def test_growing_worker_memory_lowers_target() -> None:
+    """Workers leak memory under steady saturation: the ceiling falls and the target follows it."""
+    state = PoolState()
+    current = 20
+    limit = 2000 * 2**20
+    targets = []
+    for second in range(0, 600, 5):
+        worker_bytes = (50 + second // 5) * 2**20  # 50 MiB growing by 1 MiB every 5 s
+        budget = MemoryBudget(
+            limit_bytes=limit,
+            limit_source="test",
+            reserve_bytes=0,
+            worker_bytes=worker_bytes,
+            worker_source="test",
+            margin_ratio=0.0,
+        )
+        observation = Observation(at_seconds=second, busy=current, idle=0, total=current, queue=5)
+        state = state.observe(observation, FAST)
+        decision = decide("www", state, current, FAST, second, budget)
+        state = state.remember(decision, second, FAST)
+        ceiling = budget.ceiling
+        assert ceiling is not None
+        assert decision.target <= ceiling
+        if decision.changes:
+            state = state.applied(decision, second, FAST)
+            current = decision.target
+        targets.append(current)
+    final_ceiling = 2000 // (50 + 595 // 5)
+    assert current == final_ceiling
+    assert max(targets) > current
