@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autoscaler.actuator.override import check_override_path
 from autoscaler.errors import AutoscalerError, StatusError
 from autoscaler.policy import Observation, PolicySettings, PoolState, decide
-from autoscaler.settings import Mode, Settings
+from autoscaler.settings import Mode, Settings, unknown_variables
 from autoscaler.status import PoolSample
 
 
@@ -31,9 +33,18 @@ async def run_check(settings: Settings) -> int:
 
     report = Report()
     print(f"settings: valid (mode {settings.mode.value}, {len(settings.status_urls)} status page(s))")
+    for message in unknown_variables(os.environ):
+        report.line("warning", message)
+    if settings.override_file is not None:
+        for problem in check_override_path(settings.override_file):
+            report.line(
+                "error",
+                f"{problem}; PHPFPM_AUTOSCALER_OVERRIDE_FILE must name a regular file the agent can write",
+            )
 
     print("status pages:")
     samples: dict[str, PoolSample] = {}
+    self_served: list[str] = []
     readers, client = make_readers(settings)
     try:
         for reader in readers:
@@ -51,12 +62,7 @@ async def run_check(settings: Settings) -> int:
                 f"{sample.poll_duration_seconds * 1000:.1f} ms",
             )
             if sample.status_request_workers:
-                report.line(
-                    "info",
-                    f"pool {sample.pool!r}: the status page is served by the pool itself, so it "
-                    "waits behind a saturated pool; set pm.status_listen = 127.0.0.1:9001 (PHP 8.0+) "
-                    "and point PHPFPM_AUTOSCALER_STATUS_URLS at it",
-                )
+                self_served.append(sample.pool)
     finally:
         if client is not None:
             await client.aclose()
@@ -75,13 +81,21 @@ async def run_check(settings: Settings) -> int:
             "php-fpm's configuration could not be read, so the current pm.max_children is unknown; "
             "set PHPFPM_AUTOSCALER_FPM_CONFIG_FILE",
         )
+        for served in self_served:
+            report.line(
+                "info",
+                f"pool {served!r}: the status page is served by the pool itself, so it waits behind a "
+                "saturated pool; set pm.status_listen = 127.0.0.1:9001 (PHP 8.0+) and point "
+                "PHPFPM_AUTOSCALER_STATUS_URLS at it",
+            )
     else:
         report.line("ok", f"configuration {config.path} ({len(config.files)} file(s))")
         timeout = config.global_config.process_control_timeout_seconds
         report.line(
-            "ok",
+            "ok" if timeout > 0 else "warning",
             f"process_control_timeout = {timeout:g} s, process.max = {config.global_config.process_max}",
         )
+        await _check_config_test(report, settings, config_file, root)
         for name, pool in config.pools.items():
             where = pool.sources.get("pm.max_children")
             report.line(
@@ -125,6 +139,31 @@ async def run_check(settings: Settings) -> int:
 
     print(f"result: {report.errors} error(s), {report.warnings} warning(s)")
     return 1 if report.errors else 0
+
+
+async def _check_config_test(
+    report: Report, settings: Settings, config_file: Path | None, root: Path | None
+) -> None:
+    """Run ``php-fpm -t`` once, as the agent does before every reload."""
+    from autoscaler.errors import ValidationError
+    from autoscaler.fpmconfig.tester import find_fpm_binary, run_config_test
+
+    binary = find_fpm_binary(settings.fpm_binary)
+    if binary is None or config_file is None or root is not None:
+        report.line(
+            "info", "php-fpm -t is not available here: candidates are checked with php-fpm's pm rules only"
+        )
+        return
+    try:
+        result = await run_config_test(binary, str(config_file))
+    except ValidationError as exc:
+        report.line("error", f"{binary} -t could not run: {exc}; check PHPFPM_AUTOSCALER_FPM_BINARY")
+        return
+    if result.ok:
+        report.line("ok", f"{binary} -t accepts the configuration")
+    else:
+        detail = " | ".join(result.messages) or f"exit status {result.exit_code} and no message"
+        report.line("error", f"{binary} -t rejects the configuration: {detail}")
 
 
 # Only the end of a large error log is read: recent warnings are what matter.

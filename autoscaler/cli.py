@@ -51,12 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status = commands.add_parser("status", help="print the parsed status of each pool once")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    settings = commands.add_parser(
-        "settings", help="list every environment variable with its default"
-    )
-    settings.add_argument(
-        "--markdown", action="store_true", help="print the README's Markdown table"
-    )
+    settings = commands.add_parser("settings", help="list every environment variable with its default")
+    settings.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
     simulate = commands.add_parser(
         "simulate", help="run a request trace through a simulated pool: policy against fixed sizes"
     )
@@ -86,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from autoscaler.logs import configure_logging
 
-    configure_logging(settings.log_format, settings.log_level_number)
+    # check and status print their report on stdout; their log lines go to stderr.
+    log_stream = sys.stdout if args.command == "run" else sys.stderr
+    configure_logging(settings.log_format, settings.log_level_number, stream=log_stream)
     if args.command == "run":
         return run(settings)
     if args.command == "check":
@@ -146,9 +144,7 @@ async def print_status(settings: Settings, *, as_json: bool) -> int:
                 sample = await reader.read()
             except StatusError as exc:
                 failed = True
-                rows.append(
-                    {"url": str(reader.uri), "error": str(exc), "error_type": type(exc).__name__}
-                )
+                rows.append({"url": str(reader.uri), "error": str(exc), "error_type": type(exc).__name__})
                 continue
             rows.append(sample_row(str(reader.uri), sample))
     finally:
@@ -200,9 +196,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-        )
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
     for error in errors:
         print(f"error: {error}")
     if any(row.get("queue") is None and "error" not in row for row in rows):

@@ -197,6 +197,9 @@ class Controller:
 
     async def tick(self) -> list[Decision]:
         now = self.clock()
+        if self.fpm_down and self.applier is not None and self.applier.reloader.master() is not None:
+            self.fpm_down = False
+            log.info("php_fpm_back", extra={"fields": {"backend": self.applier.reloader.name}})
         results = await asyncio.gather(*(self._poll(track) for track in self.tracks))
         decisions: list[Decision] = []
         if self.settings.mode is not Mode.OBSERVE:
@@ -235,6 +238,23 @@ class Controller:
             )
             return Observation(at_seconds=at, failure=failure)
         if track.name != sample.pool:
+            duplicate = next((t for t in self.tracks if t is not track and t.name == sample.pool), None)
+            if duplicate is not None:
+                # Two addresses for one pool would make conflicting decisions
+                # and overwrite each other's series: only the first one counts.
+                log.error(
+                    "duplicate_pool",
+                    extra={
+                        "fields": {
+                            "pool": sample.pool,
+                            "url": str(track.reader.uri),
+                            "other_url": str(duplicate.reader.uri),
+                            "fix": "list each pool once in PHPFPM_AUTOSCALER_STATUS_URLS",
+                        }
+                    },
+                )
+                return Observation(at_seconds=at, failure=Failure.ACCESS)
+            self.metrics.forget(track.name)
             track.name = sample.pool
             self._refresh_pm()
         track.last_sample = sample
@@ -377,6 +397,9 @@ class Controller:
         if result.result not in ("success", "unchanged"):
             self._back_off(decisions, result.result)
             return
+        if not self._took_effect(wanted):
+            self._back_off(decisions, "override_not_effective")
+            return
         self.apply_failures = 0
         now = self.clock()
         by_pool = {d.pool: d for d in decisions}
@@ -401,6 +424,40 @@ class Controller:
                     }
                 },
             )
+
+    def _took_effect(self, wanted: Mapping[str, PmSettings]) -> bool:
+        """Check in php-fpm's effective configuration that the written sizes are the ones in force.
+
+        A reload succeeds even when another file that sorts after the
+        override sets the same keys, or php-fpm does not include the override
+        at all; the change then never takes effect.
+        """
+        if self.current_pm is None:
+            return True
+        effective = self.current_pm()
+        if not effective:
+            return True  # configuration unreadable: nothing to compare with
+        ok = True
+        for track in self.tracks:
+            written = wanted.get(track.name)
+            found = effective.get(track.name)
+            if written is None or found is None or found.max_children == written.max_children:
+                continue
+            ok = False
+            track.pm = found
+            log.error(
+                "override_not_effective",
+                extra={
+                    "fields": {
+                        "pool": track.name,
+                        "written": written.max_children,
+                        "effective": found.max_children,
+                        "fix": "another pool file sorts after the override or php-fpm does not include "
+                        "it; run phpfpm-autoscaler check",
+                    }
+                },
+            )
+        return ok
 
     def _resize(self, track: PoolTrack, current: PmSettings, target: int) -> PmSettings:
         """Settings for ``target`` workers; dynamic pools get spare values sized to their bursts.

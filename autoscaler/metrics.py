@@ -198,6 +198,36 @@ class Metrics:
                 gauge.remove(pool)
         self.errors.labels(pool=pool, stage=stage).inc()
 
+    def forget(self, pool: str) -> None:
+        """Drop every series labelled ``pool`` (a status URI replaced by the pool's name)."""
+        for collector, label_names in self._pool_collectors():
+            for family in collector.collect():
+                for sample in family.samples:
+                    if sample.labels.get("pool") != pool:
+                        continue
+                    with contextlib.suppress(KeyError):
+                        collector.remove(*(sample.labels[name] for name in label_names))
+
+    def _pool_collectors(self) -> list[tuple[Gauge | Counter | Histogram, tuple[str, ...]]]:
+        pool_only = ("pool",)
+        collectors: list[tuple[Gauge | Counter | Histogram, tuple[str, ...]]] = [
+            (self.up, pool_only),
+            (self.busy, pool_only),
+            (self.max_children, pool_only),
+            (self.desired, pool_only),
+            (self.ceiling, pool_only),
+            (self.worker_memory, pool_only),
+            (self.memory_limit, pool_only),
+            (self.utilization, pool_only),
+            (self.saturation, pool_only),
+            (self.poll_duration, pool_only),
+            (self.memory_source, ("pool", "limit_source", "worker_source")),
+            (self.decisions, ("pool", "direction", "reason")),
+            (self.errors, ("pool", "stage")),
+        ]
+        collectors += [(gauge, pool_only) for _field, gauge in self.pool_gauges.values()]
+        return collectors
+
     def record_decision(self, decision: Decision) -> None:
         pool = decision.pool
         self.decisions.labels(

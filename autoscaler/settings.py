@@ -8,10 +8,12 @@ drift apart.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
 import shlex
+from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
@@ -52,6 +54,7 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         validate_default=True,
+        allow_inf_nan=False,
     )
 
     status_urls: Annotated[list[str], NoDecode] = Field(
@@ -73,8 +76,7 @@ class Settings(BaseSettings):
     )
     fpm_config_file: Path | None = Field(
         default=None,
-        description="php-fpm's main configuration file. Default: taken from the master's "
-        "command line.",
+        description="php-fpm's main configuration file. Default: taken from the master's command line.",
     )
     fpm_binary: str | None = Field(
         default=None,
@@ -97,7 +99,10 @@ class Settings(BaseSettings):
     )
     min_children: int = Field(default=2, ge=1, description="Lowest `pm.max_children` to set.")
     max_children: int = Field(
-        default=32, ge=1, description="Highest `pm.max_children` to set, whatever the demand."
+        default=32,
+        ge=1,
+        le=100_000,
+        description="Highest `pm.max_children` to set, whatever the demand.",
     )
     target_utilization: float = Field(
         default=0.75,
@@ -292,9 +297,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_urls(cls, value: list[str]) -> list[str]:
         if not value:
-            raise ValueError(
-                "no status URI given; set at least one, e.g. tcp://127.0.0.1:9000/status"
-            )
+            raise ValueError("no status URI given; set at least one, e.g. tcp://127.0.0.1:9000/status")
         # Imported here: the status package imports settings-free code only.
         from autoscaler.status.uri import parse_status_uri
 
@@ -305,13 +308,30 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from exc
         return value
 
-    @field_validator(
-        "memory_limit_bytes", "memory_reserve_bytes", "worker_memory_bytes", mode="before"
-    )
+    @field_validator("memory_limit_bytes", "memory_reserve_bytes", "worker_memory_bytes", mode="before")
     @classmethod
     def _parse_byte_size(cls, value: Any) -> Any:
         if isinstance(value, str):
             return parse_byte_size(value)
+        return value
+
+    @field_validator("override_file", "fpm_config_file", "pid_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: Any) -> Any:
+        # An empty variable means unset, not the current directory.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @field_validator("override_file")
+    @classmethod
+    def _check_override_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.is_absolute():
+            raise ValueError("expected an absolute path, e.g. /etc/php/8.2/fpm/pool.d/zz-autoscaler.conf")
+        if value.is_dir():
+            raise ValueError("this is a directory; name the file inside it, e.g. DIR/zz-autoscaler.conf")
         return value
 
     @field_validator("log_level", mode="before")
@@ -370,9 +390,7 @@ class Settings(BaseSettings):
                     '["/usr/bin/sv", "reload", "php-fpm"] or as plain words'
                 ) from exc
             if not isinstance(parsed, list) or not all(isinstance(arg, str) for arg in parsed):
-                raise ValueError(
-                    'expected a JSON array of strings, e.g. ["sv", "reload", "php-fpm"]'
-                )
+                raise ValueError('expected a JSON array of strings, e.g. ["sv", "reload", "php-fpm"]')
             return parsed
         try:
             return shlex.split(text)
@@ -466,9 +484,7 @@ def parse_byte_size(text: str) -> int:
         )
     key = suffix.upper().removesuffix("B")
     if key not in _BYTE_SUFFIXES:
-        raise ValueError(
-            f"{text!r} has an unknown suffix {suffix!r}; use K, M, G, T, Ki, Mi, Gi or Ti"
-        )
+        raise ValueError(f"{text!r} has an unknown suffix {suffix!r}; use K, M, G, T, Ki, Mi, Gi or Ti")
     return int(Decimal(match["number"]) * _BYTE_SUFFIXES[key])
 
 
@@ -520,6 +536,20 @@ def _lookup(source: Any, variable: str) -> str | None:
         if key.upper() == variable:
             return str(value)
     return None
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Name every PHPFPM_AUTOSCALER_* variable that is no setting, with the closest match."""
+    known = {env_name(name) for name in Settings.model_fields}
+    messages = []
+    for key in sorted(environ):
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.85)
+        hint = f"; did you mean {close[0]}?" if close else "; it is ignored"
+        messages.append(f"{key} is not a setting of this agent{hint}")
+    return messages
 
 
 def settings_markdown_table() -> str:

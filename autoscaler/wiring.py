@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from autoscaler.fpmconfig.tester import find_fpm_binary, run_config_test
 from autoscaler.httpserver import MetricsServer
 from autoscaler.memory import MemoryEstimator
 from autoscaler.metrics import Metrics
-from autoscaler.settings import Mode, Settings
+from autoscaler.settings import Mode, Settings, unknown_variables
 from autoscaler.status import StatusReader
 from autoscaler.status.uri import parse_status_uri
 
@@ -34,13 +35,9 @@ def make_readers(settings: Settings) -> tuple[list[StatusReader], httpx.AsyncCli
     uris = [parse_status_uri(url) for url in settings.status_urls]
     client = None
     if any(not uri.is_fastcgi for uri in uris):
-        client = httpx.AsyncClient(
-            timeout=settings.effective_poll_timeout_seconds, follow_redirects=False
-        )
+        client = httpx.AsyncClient(timeout=settings.effective_poll_timeout_seconds, follow_redirects=False)
     readers = [
-        StatusReader(
-            uri, deadline_seconds=settings.effective_poll_timeout_seconds, http_client=client
-        )
+        StatusReader(uri, deadline_seconds=settings.effective_poll_timeout_seconds, http_client=client)
         for uri in uris
     ]
     return readers, client
@@ -80,6 +77,8 @@ class Agent:
     @classmethod
     async def create(cls, settings: Settings) -> Agent:
         log.info("agent_starting", extra={"fields": {"settings": settings.public_dict()}})
+        for message in unknown_variables(os.environ):
+            log.warning("unknown_setting", extra={"fields": {"message": message}})
         metrics = Metrics()
         readers, client = make_readers(settings)
         config_file, root = resolve_config_file(settings)
@@ -102,7 +101,7 @@ class Agent:
             process_max=process_max,
         )
         if config is not None and root is None and settings.override_file is not None:
-            log_preflight(config, settings.override_file)
+            log_preflight(config, settings.override_file, fatal=settings.mode is Mode.AUTO)
         if settings.mode is Mode.AUTO:
             controller.applier = build_applier(settings, controller, config, config_file, root)
         host, _, port = settings.metrics_address.rpartition(":")
@@ -114,7 +113,13 @@ class Agent:
         self.controller.stop()
 
     async def run(self) -> None:
-        await self.server.start()
+        try:
+            await self.server.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on PHPFPM_AUTOSCALER_METRICS_ADDRESS={self.settings.metrics_address}: "
+                f"{exc.strerror or exc}; choose a free HOST:PORT"
+            ) from exc
         await self.controller.run()
 
     async def close(self) -> None:
@@ -123,17 +128,27 @@ class Agent:
             await self.client.aclose()
 
 
-def log_preflight(config: FpmConfig, override_file: Path) -> None:
-    """Log the start-up findings about the override file and php-fpm's settings."""
+def log_preflight(config: FpmConfig, override_file: Path, *, fatal: bool) -> None:
+    """Log the start-up findings about the override file and php-fpm's settings.
+
+    With ``fatal``, an error finding (an override that php-fpm never reads, a
+    folder the agent cannot write) stops start-up: every reload would drain
+    php-fpm for a change that never takes effect.
+    """
     from autoscaler.fpmconfig.preflight import preflight
 
     levels = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
+    errors = []
     for finding in preflight(config, pool_names=[], override_file=override_file):
         log.log(
             levels.get(finding.level, logging.INFO),
             "preflight",
             extra={"fields": {"pool": finding.pool, "level": finding.level, "message": finding.message}},
         )
+        if finding.level == "error":
+            errors.append(finding.message)
+    if fatal and errors:
+        raise ConfigError("; ".join(errors) + " (run phpfpm-autoscaler check for details)")
 
 
 def resolve_config_file(settings: Settings) -> tuple[Path | None, Path | None]:
@@ -174,9 +189,7 @@ def resolve_config_file(settings: Settings) -> tuple[Path | None, Path | None]:
         return direct, None
     log.warning(
         "config_not_readable",
-        extra={
-            "fields": {"path": master.config_path, "fix": "set PHPFPM_AUTOSCALER_FPM_CONFIG_FILE"}
-        },
+        extra={"fields": {"path": master.config_path, "fix": "set PHPFPM_AUTOSCALER_FPM_CONFIG_FILE"}},
     )
     return None, None
 
@@ -187,14 +200,10 @@ def read_config(config_file: Path | None, root: Path | None = None) -> FpmConfig
     try:
         config = load_fpm_config(config_file, root=root)
     except ConfigError as exc:
-        log.error(
-            "config_read_failed", extra={"fields": {"path": str(config_file), "error": str(exc)}}
-        )
+        log.error("config_read_failed", extra={"fields": {"path": str(config_file), "error": str(exc)}})
         return None
     for warning in config.warnings:
-        log.debug(
-            "config_warning", extra={"fields": {"path": str(config_file), "warning": warning}}
-        )
+        log.debug("config_warning", extra={"fields": {"path": str(config_file), "warning": warning}})
     return config
 
 
@@ -213,11 +222,7 @@ def build_applier(
 
         async def tester_call() -> list[str]:
             result = await run_config_test(binary, str(config_file))
-            return (
-                []
-                if result.ok
-                else result.messages or [f"php-fpm -t exited with {result.exit_code}"]
-            )
+            return [] if result.ok else result.messages or [f"php-fpm -t exited with {result.exit_code}"]
 
         tester = tester_call
     else:

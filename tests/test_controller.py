@@ -65,6 +65,17 @@ class RecordingApplier:
         return ApplyResult(result, 0.1, fpm_down=result == "reload_failed")
 
 
+def effective_config(applier: RecordingApplier | None, defaults: dict[str, PmSettings]):
+    """The effective config a php-fpm that includes the override would show: the last write wins."""
+
+    def read() -> dict[str, PmSettings]:
+        if applier is not None and applier.calls:
+            return {**defaults, **applier.calls[-1]}
+        return defaults
+
+    return read
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -96,7 +107,7 @@ def controller(
         readers,
         Metrics(),  # type: ignore[arg-type]
         applier=applier,  # type: ignore[arg-type]
-        current_pm=lambda: {name: PM for name in names},
+        current_pm=effective_config(applier, {name: PM for name in names}),
         clock=clock,
         wall_clock=clock,
     )
@@ -245,7 +256,7 @@ async def test_pools_share_process_max(tmp_path: Path) -> None:
         readers,
         Metrics(),  # type: ignore[arg-type]
         applier=applier,  # type: ignore[arg-type]
-        current_pm=lambda: {"www": PM, "api": PM},
+        current_pm=effective_config(applier, {"www": PM, "api": PM}),
         process_max=lambda: 10,
         clock=clock,
         wall_clock=clock,
@@ -272,3 +283,54 @@ async def test_dynamic_spares_follow_bursts(tmp_path: Path) -> None:
     # A rise of 4 busy workers in one poll: more spare workers than the
     # configured minimum of 1, so the next burst does not wait for forks.
     assert pm.min_spare_servers is not None and pm.min_spare_servers > PM.min_spare_servers
+
+
+async def test_override_without_effect_backs_off(tmp_path: Path) -> None:
+    """php-fpm reloads fine but another file wins: the agent notices and backs off."""
+    readers = [ScriptedReader("tcp://127.0.0.1:9000/status", [sample("www", busy=4, idle=0)])]
+    applier = RecordingApplier()
+    clock = FakeClock()
+    ctl = Controller(
+        settings(tmp_path),
+        readers,
+        Metrics(),  # type: ignore[arg-type]
+        applier=applier,  # type: ignore[arg-type]
+        current_pm=lambda: {"www": PM},  # the effective value never changes
+        clock=clock,
+        wall_clock=clock,
+    )
+    ctl._refresh_pm()
+    await ctl.tick()
+    assert len(applier.calls) == 1
+    assert ctl.tracks[0].pm == PM
+    assert ctl.apply_failures == 1
+    assert (
+        ctl.metrics.registry.get_sample_value(
+            "phpfpm_autoscaler_errors_total", {"pool": "www", "stage": "apply"}
+        )
+        == 1
+    )
+
+
+async def test_duplicate_pool_url_is_a_config_error(tmp_path: Path) -> None:
+    readers = [
+        ScriptedReader("tcp://127.0.0.1:9000/status", [sample("www", busy=1, idle=1)]),
+        ScriptedReader("tcp://127.0.0.1:9001/status", [sample("www", busy=1, idle=1)]),
+    ]
+    ctl, _ = controller(tmp_path, readers, RecordingApplier())
+    decisions = await ctl.tick()
+    assert decisions[1].reason is Reason.CONFIG_ERROR
+    assert ctl.tracks[1].name == "tcp://127.0.0.1:9001/status"
+
+
+async def test_status_uri_series_dropped_once_pool_named(tmp_path: Path) -> None:
+    error = StatusTimeoutError("no reply")
+    readers = [ScriptedReader("tcp://127.0.0.1:9000/status", [error, sample("www", busy=1, idle=1)])]
+    ctl, clock = controller(tmp_path, readers, None, mode="observe")
+    await ctl.tick()
+    uri = "tcp://127.0.0.1:9000/status"
+    assert ctl.metrics.registry.get_sample_value("phpfpm_up", {"pool": uri}) == 0
+    clock.now = 1.0
+    await ctl.tick()
+    assert ctl.metrics.registry.get_sample_value("phpfpm_up", {"pool": uri}) is None
+    assert ctl.metrics.registry.get_sample_value("phpfpm_up", {"pool": "www"}) == 1

@@ -121,3 +121,16 @@ def test_saturation_ratio_is_unclamped_over_ceiling() -> None:
         metrics.registry.get_sample_value("phpfpm_autoscaler_saturation_ratio", {"pool": "www"})
         == 2.5
     )
+
+
+def test_forget_drops_every_series_of_a_pool() -> None:
+    metrics = filled_metrics()
+    metrics.record_sample("other", sample(pool="other"))
+    metrics.forget("www")
+    names = set()
+    for family in metrics.registry.collect():
+        for item in family.samples:
+            if item.labels.get("pool") == "www":
+                names.add(item.name)
+    assert names == set()
+    assert metrics.registry.get_sample_value("phpfpm_up", {"pool": "other"}) == 1

@@ -97,6 +97,7 @@ class Applier:
         try:
             previous = read_override(self.override_file)
         except ApplyError as exc:
+            log.error("override_read_failed", extra={"fields": {"error": str(exc)}})
             return self._result("reload_failed", started, str(exc))
         if content == previous:
             return ApplyResult("unchanged", 0.0)
