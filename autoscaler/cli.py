@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     settings = commands.add_parser("settings", help="list every environment variable with its default")
     settings.add_argument("--markdown", action="store_true", help="print the README's Markdown table")
     simulate = commands.add_parser(
-        "simulate", help="run a request trace through a simulated pool: policy against fixed sizes"
+        "simulate",
+        help="run a request trace through a simulated pool: policy against fixed sizes",
+        description="Run a request trace through a simulated php-fpm pool, driven by the agent's "
+        "policy, next to fixed configurations. Policy knobs come from the options below, "
+        "not from PHPFPM_AUTOSCALER_* variables.",
     )
     from autoscaler.simulate.cli import add_arguments
 
