@@ -129,9 +129,7 @@ def _to_unix_time(value: object) -> float:
     match = _FPM_DATE_RE.fullmatch(text)
     month = _MONTHS.get(match.group(2).title()) if match else None
     if match is None or month is None:
-        raise ValueError(
-            f"{value!r} is neither a Unix time nor a date like 04/Dec/2026:19:16:10 +0000"
-        )
+        raise ValueError(f"{value!r} is neither a Unix time nor a date like 04/Dec/2026:19:16:10 +0000")
     day, _, year, hour, minute, second, sign, offset_hours, offset_minutes = match.groups()
     offset = timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
     zone = timezone(offset if sign == "+" else -offset)
@@ -225,20 +223,15 @@ def check_reply_status(
             url=url,
         )
     if status_code == 503:
-        raise StatusBusyError(
-            f"{where} replied 503 (server busy); the pool may be saturated", url=url
-        )
+        raise StatusBusyError(f"{where} replied 503 (server busy); the pool may be saturated", url=url)
     if status_code == 502:
-        raise StatusConnectError(
-            f"{where} replied 502: the web server could not reach php-fpm", url=url
-        )
+        raise StatusConnectError(f"{where} replied 502: the web server could not reach php-fpm", url=url)
     if status_code == 504:
         raise StatusTimeoutError(
             f"{where} replied 504: php-fpm did not respond to the web server in time", url=url
         )
     raise StatusParseError(
-        f"{where} replied with status {status_code}, expected 200; "
-        f"the reply starts with {_head(body)!r}",
+        f"{where} replied with status {status_code}, expected 200; the reply starts with {_head(body)!r}",
         url=url,
     )
 
@@ -253,9 +246,7 @@ def _reject_non_status_body(
 ) -> None:
     where = url or "the status page"
     if not text:
-        raise StatusBusyError(
-            f"{where} replied with an empty body; the pool may be saturated", url=url
-        )
+        raise StatusBusyError(f"{where} replied with an empty body; the pool may be saturated", url=url)
     if text.startswith("Access denied."):
         raise StatusAccessError(_access_denied_message(where, status_path), url=url)
     if text.startswith("File not found."):
@@ -370,9 +361,7 @@ def _read_json(text: str, where: str, url: str | None) -> tuple[dict[str, Any], 
     return _read_broken_json(text, where, url)
 
 
-def _read_broken_json(
-    text: str, where: str, url: str | None
-) -> tuple[dict[str, Any], list[Any] | None]:
+def _read_broken_json(text: str, where: str, url: str | None) -> tuple[dict[str, Any], list[Any] | None]:
     match = _PROCESSES_RE.search(text)
     head = text[: match.start()] if match else text
     pool = _loads_object(head.rstrip().rstrip("}") + "}") or _scan_object(head, _POOL_KEY_RE)
@@ -474,6 +463,12 @@ def _build_workers(
         if not isinstance(raw, dict):
             skipped += 1
             continue
+        fast = _plain_json_worker(raw)
+        if fast is not None:
+            if fast.state not in KNOWN_STATES:
+                unknown_states.add(fast.state)
+            workers.append(fast)
+            continue
         values = _convert(raw, _WORKER_ITEMS, anomalies)
         state = values.get("state")
         if not state:
@@ -488,6 +483,56 @@ def _build_workers(
                 anomalies.append(f"worker {values.get('pid')}: {name} is {number}, below 0")
         workers.append(WorkerSample(**values))
     return tuple(workers), skipped, unknown_states
+
+
+def _plain_json_worker(raw: Mapping[str, Any]) -> WorkerSample | None:
+    """Build a worker from a JSON block in php-fpm's usual form, or return None.
+
+    The common case of a ``json&full`` page, taken without the generic key
+    table because a 500-worker page has 4,500 worker values. Anything
+    unusual (a missing key, another type, a negative or wrapped number, an
+    empty state) returns None, and the caller takes the generic path, which
+    converts, checks and records anomalies.
+    """
+    try:
+        pid = raw["pid"]
+        state = raw["state"]
+        since = raw["start since"]
+        requests = raw["requests"]
+        duration = raw["request duration"]
+        method = raw["request method"]
+        uri = raw["request uri"]
+        cpu = raw["last request cpu"]
+        memory = raw["last request memory"]
+    except KeyError:
+        return None
+    if not (
+        type(pid) is int
+        and type(since) is int
+        and type(requests) is int
+        and type(duration) is int
+        and type(memory) is int
+        and type(state) is str
+        and type(method) is str
+        and type(uri) is str
+        and (type(cpu) is float or type(cpu) is int)
+    ):
+        return None
+    if not state or min(pid, since, requests, duration, memory) < 0:
+        return None
+    if max(requests, duration, memory) >= _WRAPPED_MINIMUM:
+        return None
+    return WorkerSample(
+        pid=pid,
+        state=state,
+        requests_total=requests,
+        request_duration_seconds=duration / 1_000_000,
+        request_method=None if method == "-" else method,
+        request_uri=None if uri == "-" else uri,
+        last_request_cpu_percent=float(cpu),
+        last_request_memory_bytes=memory,
+        start_since_seconds=since,
+    )
 
 
 def _count_status_requests(workers: tuple[WorkerSample, ...], status_path: str | None) -> int:
