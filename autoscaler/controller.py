@@ -370,7 +370,12 @@ class Controller:
         track.last_decision = decision
 
     async def _apply(self, decisions: list[Decision]) -> None:
-        """Apply every change of this tick in one reload; back off exponentially after failures."""
+        """Apply every change of this tick in one reload; back off exponentially after failures.
+
+        NOTE: the tick waits for the reload's verification, so no pool is
+        polled meanwhile; through a saturated pool's own socket that can
+        take until the drain ends (up to process_control_timeout).
+        """
         if not decisions or self.applier is None:
             return
         now = self.clock()
