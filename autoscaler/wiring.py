@@ -173,7 +173,7 @@ def resolve_config_file(settings: Settings) -> tuple[Path | None, Path | None]:
         return None, None
     if master.config_path is None:
         return None, None
-    # A sidecar sharing the pod's process namespace sees php-fpm's files
+    # A sidecar sharing the pod's process namespace can open php-fpm's files
     # under /proc/PID/root when it runs as the master's user (the kernel's
     # ptrace read check guards that link); try that first, because the same
     # path in the agent's own file system may be another file.

@@ -77,9 +77,9 @@ def decide(
     if current is None:
         return hold(Reason.UNKNOWN_CURRENT, "current pm.max_children unknown; pool not scaled")
 
-    saturated, why = saturation(latest, current)
+    saturated, evidence = saturation(latest, current)
     peak = peak_demand(state, settings, now_seconds)
-    inputs.update(peak_demand=peak, saturated=saturated, saturation_evidence=why)
+    inputs.update(peak_demand=peak, saturated=saturated, saturation_evidence=evidence)
     if peak is None and not saturated:
         return hold(
             Reason.NO_DATA, f"no usable sample in the last {settings.decision_window_seconds:g} s"
