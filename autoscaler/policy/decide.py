@@ -75,7 +75,19 @@ def decide(
     if latest.failure in CONFIG_FAILURES:
         return hold(Reason.CONFIG_ERROR, "status page misconfigured; pool not scaled")
     if current is None:
-        return hold(Reason.UNKNOWN_CURRENT, "current pm.max_children unknown; pool not scaled")
+        # Without the size in force nothing can be changed safely, but the
+        # demand-based recommendation is still worth publishing.
+        peak = peak_demand(state, settings, now_seconds)
+        if peak is None:
+            return hold(Reason.UNKNOWN_CURRENT, "current pm.max_children unknown; pool not scaled")
+        wish = math.ceil(peak / settings.target_utilization)
+        recommendation, _ = clamp(wish, settings, ceiling)
+        return hold(
+            Reason.UNKNOWN_CURRENT,
+            f"current pm.max_children unknown; pool not scaled (recommendation {recommendation})",
+            desired_unclamped=wish,
+            recommendation=recommendation,
+        )
 
     saturated, evidence = saturation(latest, current)
     peak = peak_demand(state, settings, now_seconds)

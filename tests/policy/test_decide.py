@@ -347,3 +347,11 @@ def test_growing_worker_memory_lowers_target() -> None:
     final_ceiling = 2000 // (50 + 595 // 5)
     assert current == final_ceiling
     assert max(targets) > current
+
+
+def test_unknown_current_still_recommends() -> None:
+    state = feed([Observation(at_seconds=0, busy=6, idle=0, total=6, queue=0)])
+    decision = decide("www", state, None, FAST, 0)
+    assert decision.reason is Reason.UNKNOWN_CURRENT
+    assert decision.recommendation == 8
+    assert not decision.changes
