@@ -9,7 +9,8 @@ from pathlib import Path
 
 from autoscaler.actuator.override import check_override_path
 from autoscaler.errors import AutoscalerError, StatusError
-from autoscaler.policy import Observation, PolicySettings, PoolState, decide
+from autoscaler.memory import MemoryEstimator
+from autoscaler.policy import MemoryBudget, Observation, PolicySettings, PoolState, decide
 from autoscaler.settings import Mode, Settings, unknown_variables
 from autoscaler.status import PoolSample
 
@@ -53,6 +54,12 @@ async def run_check(settings: Settings) -> int:
             except StatusError as exc:
                 report.line("error", f"{reader.uri}: {type(exc).__name__}: {exc}")
                 continue
+            if sample.pool in samples:
+                report.line(
+                    "error",
+                    f"{reader.uri}: pool {sample.pool!r} is listed twice in PHPFPM_AUTOSCALER_STATUS_URLS; "
+                    "list each pool once",
+                )
             samples[sample.pool] = sample
             queue = "unknown (unix socket)" if sample.queue is None else str(sample.queue)
             report.line(
@@ -91,6 +98,12 @@ async def run_check(settings: Settings) -> int:
     else:
         report.line("ok", f"configuration {config.path} ({len(config.files)} file(s))")
         timeout = config.global_config.process_control_timeout_seconds
+        if timeout == 0 and settings.require_graceful_reload:
+            report.line(
+                "error",
+                "process_control_timeout is 0 and PHPFPM_AUTOSCALER_REQUIRE_GRACEFUL_RELOAD is set, so "
+                "the agent refuses every reload; set process_control_timeout = 10s in [global]",
+            )
         report.line(
             "ok" if timeout > 0 else "warning",
             f"process_control_timeout = {timeout:g} s, process.max = {config.global_config.process_max}",
@@ -133,9 +146,12 @@ async def run_check(settings: Settings) -> int:
         print("what the agent would do now (from one sample; scale-downs wait for a full window):")
         known = pm_from_config(config) if config is not None else {}
         policy = policy_settings(settings)
+        estimator = MemoryEstimator(settings)
         for name, sample in samples.items():
             pm = known.get(name)
-            _would_do(report, name, sample, pm.max_children if pm is not None else None, policy)
+            budget = estimator.budget(name, sample)
+            _report_memory(report, name, budget)
+            _would_do(report, name, sample, pm.max_children if pm is not None else None, policy, budget)
 
     print(f"result: {report.errors} error(s), {report.warnings} warning(s)")
     return 1 if report.errors else 0
@@ -149,6 +165,13 @@ async def _check_config_test(
     from autoscaler.fpmconfig.tester import find_fpm_binary, run_config_test
 
     binary = find_fpm_binary(settings.fpm_binary)
+    if binary is None and settings.fpm_binary:
+        report.line(
+            "error",
+            f"PHPFPM_AUTOSCALER_FPM_BINARY={settings.fpm_binary!r} is not an executable php-fpm; "
+            "set it to the php-fpm binary (e.g. /usr/sbin/php-fpm8.2) or unset it",
+        )
+        return
     if binary is None or config_file is None or root is not None:
         report.line(
             "info", "php-fpm -t is not available here: candidates are checked with php-fpm's pm rules only"
@@ -197,7 +220,12 @@ def _report_error_log(report: Report, path: str | None, root: Path | None) -> No
 
 
 def _would_do(
-    report: Report, pool: str, sample: PoolSample, current: int | None, policy: PolicySettings
+    report: Report,
+    pool: str,
+    sample: PoolSample,
+    current: int | None,
+    policy: PolicySettings,
+    budget: MemoryBudget | None,
 ) -> None:
     now = time.monotonic()
     observation = Observation(
@@ -208,10 +236,33 @@ def _would_do(
         queue=sample.queue,
     )
     state = PoolState().observe(observation, policy)
-    decision = decide(pool, state, current, policy, now)
+    decision = decide(pool, state, current, policy, now, budget)
+    shown_current = "unknown" if decision.current is None else str(decision.current)
+    shown_recommendation = "none" if decision.recommendation is None else str(decision.recommendation)
+    action = f"{decision.direction.value} to {decision.target}" if decision.current is not None else "none"
     report.line(
         "info",
-        f"pool {pool!r}: current {decision.current}, recommendation {decision.recommendation}, "
-        f"action {decision.direction.value} to {decision.target} "
-        f"({decision.reason.value}: {decision.message})",
+        f"pool {pool!r}: current {shown_current}, recommendation {shown_recommendation}, "
+        f"ceiling {decision.ceiling}, action {action} ({decision.reason.value}: {decision.message})",
     )
+
+
+def _report_memory(report: Report, pool: str, budget: MemoryBudget) -> None:
+    limit = budget.limit_bytes
+    report.line(
+        "ok",
+        f"pool {pool!r}: memory limit {_mib(limit)} ({budget.limit_source}), reserve "
+        f"{_mib(budget.reserve_bytes)}, worker {_mib(budget.worker_bytes)} ({budget.worker_source}), "
+        f"ceiling {budget.ceiling}",
+    )
+    if limit is not None and limit <= budget.reserve_bytes:
+        report.line(
+            "warning",
+            f"the memory limit {_mib(limit)} is not above PHPFPM_AUTOSCALER_MEMORY_RESERVE_BYTES "
+            f"({_mib(budget.reserve_bytes)}), so the ceiling is 1 worker; lower the reserve or "
+            "raise the limit",
+        )
+
+
+def _mib(value: int | None) -> str:
+    return "unknown" if value is None else f"{value / 2**20:.0f} MiB"

@@ -197,10 +197,11 @@ class Controller:
 
     async def tick(self) -> list[Decision]:
         now = self.clock()
-        if self.fpm_down and self.applier is not None and self.applier.reloader.master() is not None:
-            self.fpm_down = False
-            log.info("php_fpm_back", extra={"fields": {"backend": self.applier.reloader.name}})
         results = await asyncio.gather(*(self._poll(track) for track in self.tracks))
+        if self.fpm_down and any(result.failure is None for result in results):
+            # A status page answers again: php-fpm was restarted.
+            self.fpm_down = False
+            log.info("php_fpm_back", extra={"fields": {"pools": [t.name for t in self.tracks]}})
         decisions: list[Decision] = []
         if self.settings.mode is not Mode.OBSERVE:
             for track, observation in zip(self.tracks, results, strict=True):
@@ -351,7 +352,10 @@ class Controller:
 
     def _publish(self, decision: Decision) -> None:
         track = next(t for t in self.tracks if t.name == decision.pool)
-        self.metrics.record_decision(decision)
+        if track.name != str(track.reader.uri):
+            # A pool still known only by its status URI (never read, or a
+            # duplicate) gets no gauges that would outlive its naming.
+            self.metrics.record_decision(decision)
         if decision.current is not None:
             self.metrics.max_children.labels(pool=track.name).set(decision.current)
         fields = {

@@ -11,6 +11,7 @@ import httpx
 
 from autoscaler.actuator.apply import Applier
 from autoscaler.actuator.backends import make_backend
+from autoscaler.actuator.override import check_override_path
 from autoscaler.controller import Controller
 from autoscaler.errors import AutoscalerError, ConfigError
 from autoscaler.fpmconfig.model import FpmConfig
@@ -103,6 +104,13 @@ class Agent:
         if config is not None and root is None and settings.override_file is not None:
             log_preflight(config, settings.override_file, fatal=settings.mode is Mode.AUTO)
         if settings.mode is Mode.AUTO:
+            assert settings.override_file is not None  # enforced by Settings in auto mode
+            problems = check_override_path(settings.override_file)
+            if problems:
+                raise ConfigError(
+                    "; ".join(problems) + "; PHPFPM_AUTOSCALER_OVERRIDE_FILE must name a regular file "
+                    "in a folder the agent can write"
+                )
             controller.applier = build_applier(settings, controller, config, config_file, root)
         host, _, port = settings.metrics_address.rpartition(":")
         server = MetricsServer(metrics.registry, controller.health, host, int(port))
@@ -271,4 +279,5 @@ def build_applier(
         config_tester=tester,
         reload_guard=reload_guard,
         verify_timeout_seconds=verify_seconds,
+        stop_requested=controller.stopping.is_set,
     )

@@ -178,6 +178,11 @@ async def test_health_fails_when_fpm_down_after_reload(tmp_path: Path) -> None:
     assert not ok
     assert "php-fpm is down" in message
     assert ctl.metrics.registry.get_sample_value("phpfpm_autoscaler_healthy") == 0
+    # php-fpm restarted by its process manager: the next answered poll clears it.
+    ctl.apply_blocked_until = float("inf")
+    await ctl.tick()
+    assert ctl.health()[0]
+    assert ctl.metrics.registry.get_sample_value("phpfpm_autoscaler_healthy") == 1
 
 
 async def test_health_fails_when_ticks_stop(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 from autoscaler.actuator.override import read_override, render_override, write_atomically
+from autoscaler.actuator.process import PROC_ROOT, boot_ticks_now, children_started_since
 from autoscaler.errors import ApplyError, ReloadError, ValidationError, VerificationError
 from autoscaler.fpmconfig.rules import PmSettings, validate_pm
 
@@ -75,6 +76,8 @@ class Applier:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         wall_clock: Callable[[], float] = time.time,
+        proc_root: Path = PROC_ROOT,
+        stop_requested: Callable[[], bool] = lambda: False,
     ) -> None:
         self.override_file = override_file
         self.reloader = reloader
@@ -86,6 +89,10 @@ class Applier:
         self.clock = clock
         self.sleep = sleep
         self.wall_clock = wall_clock
+        self.proc_root = proc_root
+        # Set by the controller: a shutdown ends the wait for verification.
+        self.stop_requested = stop_requested
+        self._reload_ticks: int | None = None
         # Content of the last file that php-fpm accepted and verified; put
         # back when php-fpm is found dead, so its restart comes up healthy.
         self.last_good: str | None = None
@@ -102,9 +109,7 @@ class Applier:
         if content == previous:
             return ApplyResult("unchanged", 0.0)
 
-        problems = [
-            f"[{name}] {message}" for name, pm in pools.items() for message in validate_pm(pm)
-        ]
+        problems = [f"[{name}] {message}" for name, pm in pools.items() for message in validate_pm(pm)]
         if problems:
             log.error("override_rejected", extra={"fields": {"problems": problems}})
             return self._result("validation_failed", started, "; ".join(problems))
@@ -121,8 +126,7 @@ class Applier:
 
         try:
             await self._test_config()
-            before = await self._start_times_before_reload()
-            await self.reloader.reload()
+            before = await self._trigger_reload()
             await self._verify(before, list(pools))
         except ValidationError as exc:
             # Nothing was reloaded: only the file goes back.
@@ -169,19 +173,33 @@ class Applier:
             raise ValidationError("php-fpm -t rejected the candidate: " + " | ".join(messages))
 
     async def _verify(self, before: Mapping[str, float | None], pools: list[str]) -> None:
-        """Wait until the master is alive and every pool in ``pools`` reports a new start time."""
+        """Wait until the master is alive and every pool in ``pools`` shows that it reloaded.
+
+        A pool has reloaded when its start time changed. A pool whose status
+        page cannot be read (through a saturated pool's own socket it waits
+        behind the queue) counts as reloaded once the live master has a
+        worker forked after the signal: php-fpm forks new workers only after
+        the old ones drained and the new configuration loaded.
+        """
         deadline = self.clock() + self.verify_timeout_seconds
         pending = set(pools)
         while True:
-            if self.reloader.master() is None:
+            master = self.reloader.master()
+            if master is None:
                 raise VerificationError("php-fpm master is gone after the reload")
             now_times = await self.read_start_times()
             for name in list(pending):
                 new = now_times.get(name)
                 if new is not None and new != before.get(name):
                     pending.discard(name)
+            unreadable = sorted(name for name in pending if now_times.get(name) is None)
+            if unreadable and self._fresh_workers(master):
+                log.info("reload_verified_by_processes", extra={"fields": {"pools": unreadable}})
+                pending.difference_update(unreadable)
             if not pending:
                 return
+            if self.stop_requested():
+                raise VerificationError("stop requested before the reload was verified")
             if self.clock() >= deadline:
                 raise VerificationError(
                     f"pools {sorted(pending)} showed no new start time within "
@@ -189,14 +207,24 @@ class Applier:
                 )
             await self.sleep(self.verify_poll_seconds)
 
-    async def _roll_back(
-        self, previous: str | None, error: ApplyError, started: float
-    ) -> ApplyResult:
+    def _fresh_workers(self, master: object) -> bool:
+        pid = getattr(master, "pid", None)
+        if not isinstance(pid, int) or self._reload_ticks is None:
+            return False
+        return children_started_since(pid, self._reload_ticks, self.proc_root) > 0
+
+    async def _trigger_reload(self) -> Mapping[str, float | None]:
+        """Reload php-fpm; return the start times read just before."""
+        before = await self._start_times_before_reload()
+        self._reload_ticks = boot_ticks_now()
+        await self.reloader.reload()
+        return before
+
+    async def _roll_back(self, previous: str | None, error: ApplyError, started: float) -> ApplyResult:
+        """Put the previous file back and, if php-fpm loaded the failed one, reload it again."""
         log.error(
             "reload_failed",
-            extra={
-                "fields": {"backend": self.reloader.name, "stage": error.stage, "error": str(error)}
-            },
+            extra={"fields": {"backend": self.reloader.name, "stage": error.stage, "error": str(error)}},
         )
         self._restore(previous)
         if self.reloader.master() is None:
@@ -213,17 +241,22 @@ class Applier:
                 },
             )
             return self._result("reload_failed", started, str(error), fpm_down=True)
+        if isinstance(error, ReloadError):
+            # The reload was never triggered (no signal delivered, the command
+            # failed), so php-fpm still runs the previous file.
+            return self._result("reload_failed", started, str(error))
+        if self.stop_requested():
+            # Shutting down: the previous file is back on disk and php-fpm is
+            # alive; it loads that file at its next reload or restart.
+            log.warning("rollback_deferred", extra={"fields": {"error": str(error)}})
+            return self._result("reload_failed", started, str(error))
         try:
-            before = await self.read_start_times()
-            await self.reloader.reload()
-            await self._verify(
-                before, [name for name, value in before.items() if value is not None]
-            )
+            before = await self._trigger_reload()
+            await self._verify(before, [name for name, value in before.items() if value is not None])
         except (ReloadError, VerificationError) as exc:
-            log.critical("rollback_failed", extra={"fields": {"error": str(exc)}})
-            return self._result(
-                "reload_failed", started, f"{error}; rollback: {exc}", fpm_down=True
-            )
+            down = self.reloader.master() is None
+            log.critical("rollback_failed", extra={"fields": {"error": str(exc), "fpm_down": down}})
+            return self._result("reload_failed", started, f"{error}; rollback: {exc}", fpm_down=down)
         log.warning("rolled_back", extra={"fields": {"error": str(error)}})
         return self._result("rolled_back", started, str(error))
 
@@ -234,7 +267,5 @@ class Applier:
         except ApplyError as exc:
             log.critical("override_restore_failed", extra={"fields": {"error": str(exc)}})
 
-    def _result(
-        self, result: str, started: float, message: str, *, fpm_down: bool = False
-    ) -> ApplyResult:
+    def _result(self, result: str, started: float, message: str, *, fpm_down: bool = False) -> ApplyResult:
         return ApplyResult(result, self.clock() - started, message, fpm_down)

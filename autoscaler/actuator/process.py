@@ -96,6 +96,36 @@ def _read_stat(proc_root: Path, pid: int) -> tuple[str, int] | None:
         return None
 
 
+def boot_ticks_now() -> int:
+    """Return the time since boot in clock ticks, the unit of /proc/PID/stat field 22."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
+def children_started_since(master_pid: int, since_ticks: int, proc_root: Path = PROC_ROOT) -> int:
+    """Count the live children of ``master_pid`` started at or after ``since_ticks``.
+
+    After a graceful reload the master re-executes itself and forks new
+    workers once the old ones have drained, so a fresh child proves the
+    reload went through even when the status page cannot be read.
+    """
+    count = 0
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        try:
+            state, parent, started = fields[0], int(fields[1]), int(fields[_STAT_START_TICKS_INDEX])
+        except (IndexError, ValueError):
+            continue
+        if parent == master_pid and started >= since_ticks and state not in _DEAD_STATES:
+            count += 1
+    return count
+
+
 def _read_uid(proc_root: Path, pid: int) -> int | None:
     try:
         status = (proc_root / str(pid) / "status").read_text(errors="replace")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -153,24 +155,68 @@ async def test_override_folder_turning_read_only(fpm: FpmServer, read_only_dir: 
     assert (await fpm.request("/status", "json")).body.split(b'"start since"')[0] == before
 
 
-async def test_status_vanishing_during_verification(fpm: FpmServer) -> None:
+async def test_status_vanishing_verified_by_processes(fpm: FpmServer) -> None:
+    """The status page stops answering after the reload, but the master forked new workers."""
+    applier = make_applier(fpm, verify_timeout_seconds=5)
+    applier.read_start_times = vanishing(applier.read_start_times)
+    result = await applier.apply({"www": DYNAMIC})
+    assert result.result == "success", result
+    assert "pm.max_children = 5" in fpm.override.read_text()
+    assert fpm.alive()
+
+
+async def test_status_vanishing_without_process_view(fpm: FpmServer, tmp_path: Path) -> None:
+    """Without /proc to show new workers, an unreadable status page is not trusted."""
     applier = make_applier(fpm, verify_timeout_seconds=1.5)
-    calls = 0
-    real = applier.read_start_times
-
-    async def vanishing() -> Mapping[str, float | None]:
-        nonlocal calls
-        calls += 1
-        # The first read (before the reload) works; the status page then vanishes.
-        return await real() if calls == 1 else {"www": None}
-
-    applier.read_start_times = vanishing
+    applier.read_start_times = vanishing(applier.read_start_times)
+    applier.proc_root = tmp_path  # an empty /proc: no process evidence
     result = await applier.apply({"www": DYNAMIC})
     # The change is not trusted without a new start time: the previous
     # (absent) file is restored and php-fpm reloaded again.
-    assert result.result == "rolled_back"
+    assert result.result in ("rolled_back", "reload_failed")
     assert "no new start time" in result.message
     # php-fpm itself is alive, so it is not reported down.
     assert not result.fpm_down
     assert fpm.alive()
     assert not fpm.override.exists()
+
+
+def vanishing(real: Callable[[], Any]) -> Callable[[], Any]:
+    """Wrap a start-time reader: the first read (before the reload) works, later ones fail."""
+    calls = 0
+
+    async def read() -> Mapping[str, float | None]:
+        nonlocal calls
+        calls += 1
+        return await real() if calls == 1 else {"www": None}
+
+    return read
+
+
+async def test_saturated_unix_pool_verified_by_processes(fpm_factory: Callable[..., FpmServer]) -> None:
+    """Status read through a saturated unix-socket pool times out; the reload is still confirmed."""
+    fpm = fpm_factory(
+        PoolSpec(listen="unix", max_children=1, start_servers=1, min_spare_servers=1, max_spare_servers=1)
+    )
+    applier = make_applier(fpm, verify_timeout_seconds=20)
+    applier.read_start_times = short_deadline_reader(fpm)
+    load = [asyncio.create_task(fpm.request("/work.php", "seconds=4", timeout_seconds=60)) for _ in range(6)]
+    await asyncio.sleep(0.5)
+    result = await applier.apply({"www": DYNAMIC})
+    responses = await asyncio.gather(*load)
+    assert result.result == "success", result
+    assert all(r.status == 200 and r.body.endswith(b"END\n") for r in responses)
+    assert fpm.alive()
+
+
+def short_deadline_reader(fpm: FpmServer) -> Callable[[], Any]:
+    reader = StatusReader(parse_status_uri(fpm.status_url()), deadline_seconds=0.5)
+
+    async def read() -> Mapping[str, float | None]:
+        try:
+            sample = await reader.read()
+        except StatusError:
+            return {"www": None}
+        return {sample.pool: sample.start_time_seconds}
+
+    return read

@@ -423,3 +423,11 @@ def test_fpm_accepts_rendered_include(tmp_path: Path) -> None:
     assert "pm.max_children = 7" in applied.stderr
     assert "pm.status_listen = 127.0.0.1:9001" in applied.stderr
     assert "process_control_timeout = 10" in applied.stderr
+
+
+def test_grace_period_covers_reload_verification() -> None:
+    from autoscaler.settings import Settings
+
+    verify = Settings.model_fields["reload_verify_timeout_seconds"].default
+    spec = only(render_chart(), "Deployment")["spec"]["template"]["spec"]
+    assert spec["terminationGracePeriodSeconds"] > verify
