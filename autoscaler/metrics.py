@@ -59,8 +59,8 @@ RELOAD_RESULTS = (
     "success",
     "validation_failed",
     "reload_failed",
-    "verification_failed",
     "rolled_back",
+    "unverified",
 )
 
 

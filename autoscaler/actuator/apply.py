@@ -35,6 +35,10 @@ ConfigTester = Callable[[], Awaitable[list[str]]]
 ReloadGuard = Callable[[], str | None]
 
 
+class StopRequestedError(VerificationError):
+    """The agent is stopping, so it no longer waits for the reload to show."""
+
+
 class Reloader(Protocol):
     """What the applier needs from a reload backend (signal, systemd, supervisor, command)."""
 
@@ -133,6 +137,12 @@ class Applier:
             self._restore(previous)
             log.error("override_rejected", extra={"fields": {"error": str(exc)}})
             return self._result("validation_failed", started, str(exc))
+        except StopRequestedError as exc:
+            # php-fpm was signalled and is most likely running the new file,
+            # so the file stays: restoring it would leave disk and php-fpm
+            # disagreeing after the agent has gone.
+            log.warning("reload_unverified", extra={"fields": {"error": str(exc)}})
+            return self._result("unverified", started, str(exc))
         except (ReloadError, VerificationError) as exc:
             return await self._roll_back(previous, exc, started)
 
@@ -199,7 +209,7 @@ class Applier:
             if not pending:
                 return
             if self.stop_requested():
-                raise VerificationError("stop requested before the reload was verified")
+                raise StopRequestedError("stop requested before the reload was verified")
             if self.clock() >= deadline:
                 raise VerificationError(
                     f"pools {sorted(pending)} showed no new start time within "
@@ -244,11 +254,6 @@ class Applier:
         if isinstance(error, ReloadError):
             # The reload was never triggered (no signal delivered, the command
             # failed), so php-fpm still runs the previous file.
-            return self._result("reload_failed", started, str(error))
-        if self.stop_requested():
-            # Shutting down: the previous file is back on disk and php-fpm is
-            # alive; it loads that file at its next reload or restart.
-            log.warning("rollback_deferred", extra={"fields": {"error": str(error)}})
             return self._result("reload_failed", started, str(error))
         try:
             before = await self._trigger_reload()

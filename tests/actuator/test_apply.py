@@ -220,3 +220,16 @@ def short_deadline_reader(fpm: FpmServer) -> Callable[[], Any]:
         return {sample.pool: sample.start_time_seconds}
 
     return read
+
+
+async def test_stop_during_verification_keeps_new_file(fpm: FpmServer, tmp_path: Path) -> None:
+    """A shutdown ends the wait: the reload is reported unverified and the new file stays."""
+    applier = make_applier(fpm, verify_timeout_seconds=30)
+    applier.read_start_times = vanishing(applier.read_start_times)
+    applier.proc_root = tmp_path  # no process evidence, so only the stop ends the wait
+    applier.stop_requested = lambda: True
+    result = await applier.apply({"www": DYNAMIC})
+    assert result.result == "unverified"
+    assert result.duration_seconds < 10
+    assert "pm.max_children = 5" in fpm.override.read_text()
+    assert fpm.alive()
