@@ -193,7 +193,7 @@ def test_real_non_status_replies(name: str, status: int) -> None:
         read_parse(body)
 
 
-# C01: broken JSON from older php-fpm ---------------------------------------------
+# Broken JSON from older php-fpm ---------------------------------------------
 
 
 def test_broken_json_reads_pool_fields(json_decoder: str) -> None:
@@ -248,7 +248,7 @@ def test_unreadable_json_raises(body: str) -> None:
         read_parse(body)
 
 
-# C03: the field set differs by PHP version ------------------------------------------
+# The field set differs by PHP version ------------------------------------------
 
 
 def test_php53_text_without_slow_requests() -> None:
@@ -287,7 +287,7 @@ def test_unknown_keys_ignored() -> None:
     assert sample.accepted_connections_total == raw["accepted conn"]
 
 
-# C05: worker states -----------------------------------------------------------------
+# Worker states -----------------------------------------------------------------
 
 STATE_ROWS = [
     ("Idle", False),
@@ -346,7 +346,7 @@ def test_all_states_case() -> None:
     assert reading.request_method is None
 
 
-# C06: a saturated pool on a unix socket ----------------------------------------------
+# A saturated pool on a unix socket ----------------------------------------------
 
 
 @pytest.mark.parametrize("queue_known", [False, True])
@@ -361,7 +361,7 @@ def test_saturated_unix_pool_queue_unknown(queue_known: bool) -> None:
     assert sample.busy_workers == 4
 
 
-# C07: replies that are not a status page ---------------------------------------------
+# Replies that are not a status page ---------------------------------------------
 
 REPLY_ROWS = [
     ("reply_access_denied.cgi", 403, StatusAccessError, "security.limit_extensions"),
