@@ -31,6 +31,7 @@ test: deps venv lint
 bench: deps venv
 	$(BIN)/python -m bench.agent_bench
 	$(BIN)/python bench/parse_bench.py
+	$(BIN)/python -m bench.simulate_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
