@@ -186,9 +186,15 @@ class Controller:
         if self.last_tick_seconds is None:
             return True, "starting"
         age = self.clock() - self.last_tick_seconds
-        limit = (
-            HEALTH_TICKS * self.settings.poll_interval_seconds + self.settings.reload_verify_timeout_seconds
+        # A tick that reloads waits for verification, twice when it rolls
+        # back, and the applier may wait longer than the setting (php-fpm's
+        # process_control_timeout plus a margin).
+        verify = (
+            self.applier.verify_timeout_seconds
+            if self.applier is not None
+            else self.settings.reload_verify_timeout_seconds
         )
+        limit = HEALTH_TICKS * self.settings.poll_interval_seconds + 2 * verify
         if age > limit:
             return False, f"no tick completed for {age:.1f} s"
         return True, "ok"

@@ -55,6 +55,8 @@ class ScriptedReader:
 
 
 class RecordingApplier:
+    verify_timeout_seconds = 100.0
+
     def __init__(self, results: list[str] | None = None) -> None:
         self.calls: list[dict[str, PmSettings]] = []
         self.results = results or ["success"]
@@ -339,3 +341,14 @@ async def test_status_uri_series_dropped_once_pool_named(tmp_path: Path) -> None
     await ctl.tick()
     assert ctl.metrics.registry.get_sample_value("phpfpm_up", {"pool": uri}) is None
     assert ctl.metrics.registry.get_sample_value("phpfpm_up", {"pool": "www"}) == 1
+
+
+async def test_health_allows_long_reload_verification(tmp_path: Path) -> None:
+    """A slow, rolled-back reload must not make /healthz fail while it is still within its deadlines."""
+    readers = [ScriptedReader("tcp://127.0.0.1:9000/status", [sample("www", busy=1, idle=1)])]
+    ctl, clock = controller(tmp_path, readers, RecordingApplier())
+    await ctl.tick()
+    clock.now = 150.0  # within two verifications of 100 s each
+    assert ctl.health()[0]
+    clock.now = 250.0
+    assert not ctl.health()[0]
