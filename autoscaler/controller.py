@@ -48,8 +48,8 @@ HEALTH_TICKS = 3
 MIN_BACKOFF_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 600.0
 # Reading every worker's smaps_rollup costs tens of milliseconds with 50
-# workers (measured on 2 cores), so the memory budget is refreshed at this
-# interval rather than every tick; worker memory moves slowly anyway.
+# workers (measured on 2 cores). Worker memory moves slowly, so the memory
+# budget is refreshed at this interval rather than every tick.
 MEMORY_REFRESH_SECONDS = 15.0
 
 
@@ -205,7 +205,7 @@ class Controller:
         now = self.clock()
         results = await asyncio.gather(*(self._poll(track) for track in self.tracks))
         if self.fpm_down and any(result.failure is None for result in results):
-            # A status page answers again: php-fpm was restarted.
+            # A status page replies again, so php-fpm was restarted.
             self.fpm_down = False
             log.info("php_fpm_back", extra={"fields": {"pools": [t.name for t in self.tracks]}})
         decisions: list[Decision] = []
@@ -444,8 +444,8 @@ class Controller:
         """Check in php-fpm's effective configuration that the written sizes are the ones in force.
 
         A reload succeeds even when another file that sorts after the
-        override sets the same keys, or php-fpm does not include the override
-        at all; the change then never takes effect.
+        override sets the same keys, or when php-fpm does not include the
+        override at all. The change then never takes effect.
         """
         if self.current_pm is None:
             return True

@@ -183,7 +183,7 @@ def resolve_config_file(settings: Settings) -> tuple[Path | None, Path | None]:
         return None, None
     # A sidecar sharing the pod's process namespace can open php-fpm's files
     # under /proc/PID/root when it runs as the master's user (the kernel's
-    # ptrace read check guards that link); try that first, because the same
+    # ptrace read check guards that link). Try that first, because the same
     # path in the agent's own file system may be another file.
     root = Path(f"/proc/{master.pid}/root")
     through_proc = root / master.config_path.lstrip("/")

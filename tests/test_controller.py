@@ -180,7 +180,7 @@ async def test_health_fails_when_fpm_down_after_reload(tmp_path: Path) -> None:
     assert not ok
     assert "php-fpm is down" in message
     assert ctl.metrics.registry.get_sample_value("phpfpm_autoscaler_healthy") == 0
-    # php-fpm restarted by its process manager: the next answered poll clears it.
+    # php-fpm restarted by its process manager: the next successful poll clears it.
     ctl.apply_blocked_until = float("inf")
     await ctl.tick()
     assert ctl.health()[0]
@@ -214,7 +214,7 @@ async def test_access_error_stops_scaling_and_marks_down(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("interval", [10.0])
 async def test_saturation_with_status_timeouts_never_scales_down(tmp_path: Path, interval: float) -> None:
-    """A static pool of 20 read through its own socket: timeouts while saturated, then a slow answer."""
+    """A static pool of 20 read through its own socket: timeouts while saturated, then a slow reply."""
     rows: list[PoolSample | StatusError] = [
         sample("www", busy=8, idle=12),
         sample("www", busy=16, idle=4),

@@ -3,7 +3,7 @@
 A reload of php-fpm with an invalid configuration kills the whole master,
 and ``systemctl reload`` reports success all the same (measured on PHP 8.2:
 the master exits with 78 within about 30 ms). So nothing counts as applied
-until the master is alive and every managed pool answers with a new
+until the master is alive and every managed pool reports a new
 ``start time``; otherwise the previous file goes back and php-fpm is
 reloaded once more.
 """
@@ -40,7 +40,7 @@ class StopRequestedError(VerificationError):
 
 
 class Reloader(Protocol):
-    """What the applier needs from a reload backend (signal, systemd, supervisor, command)."""
+    """The part of a reload backend (signal, systemd, supervisor, command) that the applier uses."""
 
     name: str
 
@@ -51,7 +51,7 @@ class Reloader(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ApplyResult:
-    """What one apply did. ``result`` is a reloads-metric label, or "unchanged"."""
+    """Outcome of one apply. ``result`` is a reloads-metric label, or "unchanged"."""
 
     result: str
     duration_seconds: float

@@ -93,9 +93,7 @@ def decide(
     peak = peak_demand(state, settings, now_seconds)
     inputs.update(peak_demand=peak, saturated=saturated, saturation_evidence=evidence)
     if peak is None and not saturated:
-        return hold(
-            Reason.NO_DATA, f"no usable sample in the last {settings.decision_window_seconds:g} s"
-        )
+        return hold(Reason.NO_DATA, f"no usable sample in the last {settings.decision_window_seconds:g} s")
 
     desired, reason = desire(peak, current, saturated, latest, settings)
     recommendation, bound_reason = clamp(desired, settings, ceiling)
@@ -133,11 +131,9 @@ def decide(
     elif target > current:
         target, step_reason = limit_scale_up(target, current, settings)
         reason = step_reason or reason
-        # A pool below its floor goes up whatever the tolerance says.
+        # A pool below its floor goes up regardless of the tolerance band.
         if not saturated and not below_minimum and within_tolerance(target, current, settings):
-            return verdict(
-                current, Reason.WITHIN_TOLERANCE, f"{target} is within tolerance of {current}"
-            )
+            return verdict(current, Reason.WITHIN_TOLERANCE, f"{target} is within tolerance of {current}")
     else:
         frozen = scale_down_frozen(state, settings, now_seconds)
         if frozen is not None:
@@ -145,17 +141,13 @@ def decide(
         stabilized = stabilize(state, recommendation, settings, now_seconds)
         inputs["stabilized"] = stabilized
         if stabilized is None:
-            return verdict(
-                current, Reason.STABILIZING, "less history than one stabilization window"
-            )
+            return verdict(current, Reason.STABILIZING, "less history than one stabilization window")
         if stabilized >= current:
             return verdict(current, Reason.STABILIZING, f"stabilization window holds {current}")
         if stabilized > target:
             target, reason = stabilized, Reason.STABILIZING
         if within_tolerance(target, current, settings):
-            return verdict(
-                current, Reason.WITHIN_TOLERANCE, f"{target} is within tolerance of {current}"
-            )
+            return verdict(current, Reason.WITHIN_TOLERANCE, f"{target} is within tolerance of {current}")
         target, step_reason = limit_scale_down(target, current, settings)
         reason = step_reason or reason
 
@@ -165,7 +157,7 @@ def decide(
 
 
 def upper_bound(settings: PolicySettings, budget: MemoryBudget | None) -> int:
-    """The highest allowed size: max_children, lowered by the memory ceiling when known."""
+    """Return the highest allowed size: max_children, lowered by the memory ceiling when known."""
     memory = budget.ceiling if budget is not None else None
     if memory is None:
         return settings.max_children
@@ -173,7 +165,7 @@ def upper_bound(settings: PolicySettings, budget: MemoryBudget | None) -> int:
 
 
 def saturation(latest: Observation, current: int) -> tuple[bool, str | None]:
-    """Whether the pool is at its limit with more work than it shows, and the evidence."""
+    """Return whether the pool is at its limit with more work than it shows, and the evidence."""
     if latest.failure in SATURATION_HINTS:
         return True, f"status {latest.failure}"
     if latest.slow:
@@ -192,9 +184,7 @@ def saturation(latest: Observation, current: int) -> tuple[bool, str | None]:
 
 def peak_demand(state: PoolState, settings: PolicySettings, now_seconds: float) -> int | None:
     horizon = now_seconds - settings.decision_window_seconds
-    demands = [
-        o.demand for o in state.observations if o.at_seconds >= horizon and o.demand is not None
-    ]
+    demands = [o.demand for o in state.observations if o.at_seconds >= horizon and o.demand is not None]
     return max(demands) if demands else None
 
 
@@ -226,9 +216,7 @@ def clamp(desired: int, settings: PolicySettings, ceiling: int) -> tuple[int, Re
     return desired, None
 
 
-def limit_scale_up(
-    target: int, current: int, settings: PolicySettings
-) -> tuple[int, Reason | None]:
+def limit_scale_up(target: int, current: int, settings: PolicySettings) -> tuple[int, Reason | None]:
     allowed = max(
         math.ceil(current * (1 + settings.scale_up_max_ratio)),
         current + settings.scale_up_max_workers,
@@ -238,9 +226,7 @@ def limit_scale_up(
     return target, None
 
 
-def limit_scale_down(
-    target: int, current: int, settings: PolicySettings
-) -> tuple[int, Reason | None]:
+def limit_scale_down(target: int, current: int, settings: PolicySettings) -> tuple[int, Reason | None]:
     allowed = min(current - 1, math.floor(current * (1 - settings.scale_down_max_ratio)))
     if target < allowed:
         return allowed, Reason.STEP_LIMIT
@@ -252,10 +238,8 @@ def within_tolerance(target: int, current: int, settings: PolicySettings) -> boo
     return abs(target / current - 1.0) <= settings.tolerance_ratio + 1e-9
 
 
-def scale_down_frozen(
-    state: PoolState, settings: PolicySettings, now_seconds: float
-) -> Reason | None:
-    """A failed or implausible poll in the decision window blocks any scale-down."""
+def scale_down_frozen(state: PoolState, settings: PolicySettings, now_seconds: float) -> Reason | None:
+    """Return the reason that blocks a scale-down: a failed or implausible poll in the decision window."""
     horizon = now_seconds - settings.decision_window_seconds
     recent = [o for o in state.observations if o.at_seconds >= horizon]
     if any(o.failure is not None for o in recent):

@@ -9,7 +9,7 @@ from enum import StrEnum
 
 
 class Failure(StrEnum):
-    """Why a poll produced no sample."""
+    """Cause of a poll that produced no sample."""
 
     TIMEOUT = "timeout"  # saturation hint: the status request waited behind busy workers
     BUSY = "busy"  # 503 or empty reply: saturation hint
@@ -50,7 +50,7 @@ class Direction(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """What one poll of one pool showed, reduced to what the policy needs."""
+    """One poll of one pool, reduced to the values the policy uses."""
 
     at_seconds: float
     busy: int | None = None

@@ -99,7 +99,7 @@ def request_params(
     """CGI parameters for a request of ``script``.
 
     For the status page php-fpm matches SCRIPT_NAME against pm.status_path;
-    SCRIPT_FILENAME must be set too, or php-fpm answers "File not found.".
+    SCRIPT_FILENAME must be set too, or php-fpm replies "File not found.".
     """
     uri = script + (f"?{query}" if query else "")
     return {
@@ -180,8 +180,7 @@ async def _read_response(reader: asyncio.StreamReader, target: str) -> FastCGIRe
             header = await reader.readexactly(HEADER.size)
         except asyncio.IncompleteReadError as exc:
             raise StatusBusyError(
-                f"{target} closed the connection before the end of the reply "
-                f"({len(stdout)} bytes received)"
+                f"{target} closed the connection before the end of the reply ({len(stdout)} bytes received)"
             ) from exc
         version, record_type, _request_id, length, padding = HEADER.unpack(header)
         if version != FCGI_VERSION:
@@ -206,8 +205,7 @@ async def _read_response(reader: asyncio.StreamReader, target: str) -> FastCGIRe
             return _split(bytes(stdout), bytes(stderr), app_status)
         if len(stdout) + len(stderr) > MAX_RESPONSE_BYTES:
             raise StatusParseError(
-                f"reply from {target} exceeds {MAX_RESPONSE_BYTES} bytes; "
-                "a status page is far smaller"
+                f"reply from {target} exceeds {MAX_RESPONSE_BYTES} bytes; a status page is far smaller"
             )
 
 
@@ -226,6 +224,4 @@ def _split(stdout: bytes, stderr: bytes, app_status: int) -> FastCGIResponse:
     status_header = headers.get("status", "")
     if status_header[:3].isdigit():
         status = int(status_header[:3])
-    return FastCGIResponse(
-        status=status, headers=headers, body=body, stderr=stderr, app_status=app_status
-    )
+    return FastCGIResponse(status=status, headers=headers, body=body, stderr=stderr, app_status=app_status)

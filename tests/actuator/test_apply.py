@@ -156,7 +156,7 @@ async def test_override_folder_turning_read_only(fpm: FpmServer, read_only_dir: 
 
 
 async def test_status_vanishing_verified_by_processes(fpm: FpmServer) -> None:
-    """The status page stops answering after the reload, but the master forked new workers."""
+    """The status page stops replying after the reload, but the master forked new workers."""
     applier = make_applier(fpm, verify_timeout_seconds=5)
     applier.read_start_times = vanishing(applier.read_start_times)
     result = await applier.apply({"www": DYNAMIC})
